@@ -1,0 +1,1 @@
+"""kubetune node agent: host metrics, bounded reversible tuning knobs, the NodeTuning contract."""
