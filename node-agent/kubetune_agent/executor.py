@@ -6,7 +6,7 @@ the plan get their original back and leave the journal. Nothing is rolled back b
 restarted: the journal is only acted on when a plan arrives, and a key still in the plan is simply
 compared with the live value.
 
-States reported per key (``KnobState``):
+States reported per key (``TuningState``):
 
     Applied      live value equals the target (written now, or already there)
     Planned      dry run (mode Recommend): what would change, current -> target; nothing written
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SECTION = "knobs"
 
 
-class KnobState(StrEnum):
+class TuningState(StrEnum):
     APPLIED = "Applied"
     PLANNED = "Planned"
     UNSUPPORTED = "Unsupported"
@@ -65,7 +65,7 @@ class KnobResult:
     """What happened to one key; values are display strings (None when unknown)."""
 
     key: str
-    state: KnobState
+    state: TuningState
     original: str | None = None
     desired: str | None = None
     current: str | None = None
@@ -86,7 +86,7 @@ class KnobExecutor:
         seen: set[str] = set()
         for target in targets:
             if target.key in seen:
-                results.append(KnobResult(target.key, KnobState.REFUSED, desired=target.value,
+                results.append(KnobResult(target.key, TuningState.REFUSED, desired=target.value,
                                           message="key appears twice in the plan; first one used"))
                 continue
             seen.add(target.key)
@@ -103,25 +103,25 @@ class KnobExecutor:
             live = knob.read(self.fs, device)
             desired = knob.plan(self.fs, device, key, target.value)
         except KnobError as error:
-            return KnobResult(key, KnobState(error.state), desired=str(target.value),
+            return KnobResult(key, TuningState(error.state), desired=str(target.value),
                               message=error.reason)
         entry = self.journal.get(SECTION, key)
         original = entry["original"] if entry else live
         show = _Display(knob, original, desired, live)
         if live == desired:
             if dry_run:
-                return show.result(key, KnobState.PLANNED, f"already {show.current}; no change")
-            return show.result(key, KnobState.APPLIED, "")
+                return show.result(key, TuningState.PLANNED, f"already {show.current}; no change")
+            return show.result(key, TuningState.APPLIED, "")
         if entry and live not in (entry["written"], entry["original"]) and desired == entry["written"]:
-            return show.result(key, KnobState.CONFLICT,
+            return show.result(key, TuningState.CONFLICT,
                                f"{key} was changed to {show.current} by another writer after the "
                                f"agent set {show.desired}; not overwritten")
         if entry and entry.get("rejected") == desired and live == entry["written"]:
-            return show.result(key, KnobState.FAILED,
+            return show.result(key, TuningState.FAILED,
                                f"the kernel keeps {show.current} instead of {show.desired}")
         change = f"{show.current} -> {show.desired}" + (f": {target.reason}" if target.reason else "")
         if dry_run:
-            return show.result(key, KnobState.PLANNED, change)
+            return show.result(key, TuningState.PLANNED, change)
         if entry is None:
             entry = {"original": live, "recordedAt": datetime.now(UTC).isoformat()}
         self.journal.put(SECTION, key, {**entry, "written": desired})
@@ -131,7 +131,7 @@ class KnobExecutor:
         """Put back the journaled original of ``key`` unless another writer has changed it since."""
         entry = self.journal.get(SECTION, key)
         if entry is None:
-            return KnobResult(key, KnobState.RESTORED, message="not changed by the agent")
+            return KnobResult(key, TuningState.RESTORED, message="not changed by the agent")
         original: FileValues = entry["original"]
         try:
             knob, device = self.registry.resolve(key)
@@ -139,47 +139,47 @@ class KnobExecutor:
         except KnobError as error:
             if not dry_run:
                 self.journal.remove(SECTION, key)
-            return KnobResult(key, KnobState(error.state),
+            return KnobResult(key, TuningState(error.state),
                               message=f"cannot restore ({error.reason}); journal entry dropped")
         show = _Display(knob, original, original, live)
         if live == original:
             if not dry_run:
                 self.journal.remove(SECTION, key)
-            return show.result(key, KnobState.RESTORED, "already at its original value")
+            return show.result(key, TuningState.RESTORED, "already at its original value")
         if live != entry["written"]:
             if dry_run:
-                return show.result(key, KnobState.PLANNED, f"would leave {show.current}: set by "
+                return show.result(key, TuningState.PLANNED, f"would leave {show.current}: set by "
                                    "another writer, not the agent")
             self.journal.remove(SECTION, key)
             log.warning("knob %s: left at %s set by another writer (original %s not restored)",
                         key, show.current, show.original)
-            return show.result(key, KnobState.CONFLICT,
+            return show.result(key, TuningState.CONFLICT,
                                f"{key} was changed to {show.current} by another writer; left "
                                f"as is, original {show.original} not restored")
         change = f"{show.current} -> {show.original}: restore original, key left the plan"
         if dry_run:
-            return show.result(key, KnobState.PLANNED, change)
+            return show.result(key, TuningState.PLANNED, change)
         result = self._write(knob, device, key, original, entry, show, change,
-                             done=KnobState.RESTORED)
-        if result.state is KnobState.RESTORED:
+                             done=TuningState.RESTORED)
+        if result.state is TuningState.RESTORED:
             self.journal.remove(SECTION, key)
         return result
 
     def _write(self, knob: Knob, device: str | None, key: str, values: FileValues, entry: dict,
-               show: _Display, change: str, done: KnobState = KnobState.APPLIED) -> KnobResult:
+               show: _Display, change: str, done: TuningState = TuningState.APPLIED) -> KnobResult:
         try:
             for path, value in values.items():
                 self.fs.write(path, value)
             after = knob.read(self.fs, device)
         except (OSError, KnobError) as error:
             log.warning("knob %s: write failed (%s): %s", key, change, error)
-            return show.result(key, KnobState.FAILED, f"write failed: {error}")
+            return show.result(key, TuningState.FAILED, f"write failed: {error}")
         show = _Display(knob, show.original_values, show.desired_values, after)
         if after != values:
-            if done is KnobState.APPLIED:
+            if done is TuningState.APPLIED:
                 self.journal.put(SECTION, key, {**entry, "written": after, "rejected": values})
             log.warning("knob %s: wrote %s, read back %s", key, show.desired, show.current)
-            return show.result(key, KnobState.FAILED,
+            return show.result(key, TuningState.FAILED,
                                f"wrote {show.desired}, read back {show.current}")
         log.info("knob %s: %s", key, change)
         return show.result(key, done, change)
@@ -194,5 +194,5 @@ class _Display:
         self.desired = knob.display(desired)
         self.current = knob.display(current)
 
-    def result(self, key: str, state: KnobState, message: str) -> KnobResult:
+    def result(self, key: str, state: TuningState, message: str) -> KnobResult:
         return KnobResult(key, state, self.original, self.desired, self.current, message)

@@ -61,11 +61,16 @@ class Journal:
         return self._data[section].get(key)
 
     def put(self, section: str, key: str, entry: Any) -> None:
-        self._data[section][key] = entry
+        self.update(section, {key: entry})
+
+    def update(self, section: str, entries: dict[str, Any]) -> None:
+        """Add or replace several entries with one durable write."""
+        self._data[section].update(entries)
         self._persist()
 
-    def remove(self, section: str, key: str) -> None:
-        if self._data[section].pop(key, None) is not None:
+    def remove(self, section: str, *keys: str) -> None:
+        removed = [self._data[section].pop(key, None) for key in keys]
+        if any(entry is not None for entry in removed):
             self._persist()
 
     def _persist(self) -> None:
