@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the demo and the tests need on a fresh machine, reusing what is already there:
+# Debian's prometheus and prometheus-node-exporter, a virtualenv with kubetune and its test extras,
+# and the pinned control-plane binaries (built once into ~/.cache/kubetune, see build-binaries.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+die() { echo "kubetune setup: $*" >&2; exit 1; }
+
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
+if ((${#missing[@]})); then
+    echo "kubetune setup: apt-get install ${missing[*]}"
+    [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root: sudo apt-get install ${missing[*]}"
+    apt-get update -qq >/dev/null || die "apt-get update failed (no access to Debian's package mirror?)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+    # Debian's postinst may start a system Prometheus on :9090; the tests run their own on free ports.
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python >= 3.11 is needed (found $("$python" --version))"
+if [[ ! -x .venv/bin/python ]]; then
+    echo "kubetune setup: creating .venv"
+    "$python" -m venv .venv || die "python -m venv failed (apt-get install python3-venv?)"
+fi
+stamp=.venv/.kubetune-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "kubetune setup: pip install -e .[test]"
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[test]' || die "pip install failed, see the output above"
+    touch "$stamp"
+fi
+
+bash deploy/local/build-binaries.sh

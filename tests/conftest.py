@@ -1,0 +1,75 @@
+"""Session fixtures shared by every tier.
+
+`cluster` is the real control plane: the cluster named by KUBECONFIG when it is set (kind on a laptop),
+otherwise a local one started from the pinned binaries (deploy/local/localcluster.py) for this session.
+`prometheus` is a real Prometheus (Debian's package) whose scrape targets tests add at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+
+import localcluster  # noqa: E402  (a script folder, not a package)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    if os.environ.get("KUBECONFIG"):
+        yield localcluster.ExistingCluster(os.environ["KUBECONFIG"])
+        return
+    local = localcluster.LocalCluster(tmp_path_factory.mktemp("kube"), nodes=3)
+    try:
+        local.start()
+    except localcluster.SetupError as e:
+        pytest.fail(f"local cluster: {e}", pytrace=False)
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    prom = localcluster.LocalPrometheus(tmp_path_factory.mktemp("prometheus"))
+    try:
+        prom.start()
+    except localcluster.SetupError as e:
+        pytest.fail(f"local Prometheus: {e}", pytrace=False)
+    yield prom
+    prom.stop()
+
+
+@pytest.fixture
+def namespace(cluster):
+    """A fresh namespace, ready for pods (its default ServiceAccount exists), deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
+        if time.monotonic() > deadline:
+            pytest.fail(f"namespace {name}: default ServiceAccount never appeared", pytrace=False)
+        time.sleep(0.2)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster):
+    """kubetune's CRDs from deploy/crds, applied server-side and Established."""
+    files = sorted((REPO / "deploy" / "crds").glob("*.yaml"))
+    if not files:
+        pytest.fail("deploy/crds holds no CRDs: run `python -m kubetune.api.crdgen`", pytrace=False)
+    for f in files:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+    names = [json.loads(cluster.kubectl("create", "--dry-run=client", "-o", "json", "-f", str(f)).stdout)["metadata"]["name"]
+             for f in files]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    return names
