@@ -1,0 +1,288 @@
+"""Building blocks shared by the three kinds: the model base class, constrained string types
+(quantity, duration, names), CEL-rule helpers, metav1.Condition, label selectors and the
+top-level object shape.
+
+Kubernetes-specific schema (CEL rules, list types, server-side defaults) is declared here on the
+models through `json_schema_extra`; `crdgen` only translates, so the models stay the one source.
+No I/O and no kopf: the node agent imports this package.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from kubetune import constants
+from kubetune.constants import KindNames
+
+
+class KubeModel(BaseModel):
+    """Base of every API model: frozen, camelCase on the wire, snake_case in Python.
+
+    Unknown fields are ignored rather than refused: the API server already prunes and refuses them
+    for users, and an older agent must still read a NodeTuning written by a newer operator.
+    Field descriptions are the attribute docstrings; they become `kubectl explain` text.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        extra="ignore",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, JSON types, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- CEL and other schema extensions ---------------------------------------------------------------
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `field_path` points the error at a child field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    """`json_schema_extra` carrying CEL rules, for a model's config or a field."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def list_map(*keys: str) -> dict[str, Any]:
+    """A list whose items are identified by `keys`: the API server refuses duplicates and
+    server-side apply merges items by key instead of replacing the whole list."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+
+def defaulted_section(model: type[KubeModel]) -> Any:
+    """A field holding `model` with every default filled in, both in Python (default_factory) and by
+    the API server (the schema default is the whole default object: the server checks a default
+    against the CEL rules before nested defaults are applied, so `{}` would not do)."""
+    return Field(default_factory=model, json_schema_extra={"default": model().to_dict()})
+
+
+# --- constrained strings and numbers ---------------------------------------------------------------
+
+# Kubernetes' resource.Quantity grammar without the sign: bounds and sizes are never negative.
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+"""A non-negative Kubernetes quantity such as `250m`, `2`, `512Mi`, `1.5G`."""
+
+# Go duration subset: whole numbers with units h, m, s, ms; no sign, no spaces, no bare numbers.
+DURATION_PATTERN = r"^([0-9]+(h|ms|m|s))+$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+"""A duration such as `30s`, `5m`, `1h30m`, `500ms`."""
+
+_DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")
+_DURATION_UNITS = {"h": timedelta(hours=1), "m": timedelta(minutes=1), "s": timedelta(seconds=1),
+                   "ms": timedelta(milliseconds=1)}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`1h30m` -> timedelta(minutes=90). Raises ValueError for anything `Duration` refuses."""
+    if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use whole numbers with h, m, s or ms, e.g. 30s, 5m, 1h30m")
+    return sum((int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text)), timedelta())
+
+
+def duration_at_least(minimum: str) -> Any:
+    """A `Duration` no shorter than `minimum`, checked by pydantic and by the API server (CEL)."""
+    floor = parse_duration(minimum)
+    message = f"must be at least {minimum}"
+
+    def check(value: str) -> str:
+        if parse_duration(value) < floor:
+            raise ValueError(message)
+        return value
+
+    return Annotated[
+        str,
+        Field(pattern=DURATION_PATTERN, max_length=32,
+              json_schema_extra=validations(cel(f"duration(self) >= duration('{minimum}')", message))),
+        AfterValidator(check),
+    ]
+
+
+_QUANTITY_SUFFIX = {
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+}
+_QUANTITY_PARTS = re.compile(r"^([0-9.]+)([eE][-+]?[0-9.]+|[KMGTPE]i|[numkMGTPE])?$")
+
+
+def parse_quantity(text: str) -> Decimal:
+    """`250m` -> Decimal('0.250'), `1Gi` -> Decimal(1073741824). Raises ValueError for a bad quantity."""
+    if not isinstance(text, str) or not re.fullmatch(QUANTITY_PATTERN, text):
+        raise ValueError(f"invalid quantity {text!r}: use e.g. 250m, 2, 512Mi, 1G")
+    number, suffix = _QUANTITY_PARTS.fullmatch(text).groups()  # type: ignore[union-attr]
+    if suffix and suffix[0] in "eE":
+        return Decimal(number) * Decimal(10) ** Decimal(suffix[1:])
+    return Decimal(number) * _QUANTITY_SUFFIX[suffix or ""]
+
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+"""A percentage, 0 to 100."""
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
+"""A Kubernetes object name (DNS subdomain)."""
+
+# A block device as named under /sys/block: no slash, no "..", no leading dot, so a name can
+# never point outside /sys/block/<name>.
+DEVICE_NAME_PATTERN = r"^[a-zA-Z0-9]+([_.-][a-zA-Z0-9]+)*$"
+DeviceName = Annotated[str, Field(pattern=DEVICE_NAME_PATTERN, max_length=64)]
+"""A block device name as listed in /sys/block, e.g. `sda`, `nvme0n1`, `dm-0`."""
+
+
+class Mode(str, Enum):
+    """What kubetune may do for a policy."""
+
+    OFF = "Off"
+    RECOMMEND = "Recommend"
+    AUTO = "Auto"
+
+
+# --- metav1.Condition --------------------------------------------------------------------------------
+
+
+class ConditionStatus(str, Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(KubeModel):
+    """One aspect of the object's state, in the shape of Kubernetes' metav1.Condition."""
+
+    type: str = Field(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+                      max_length=316)
+    """The aspect, in CamelCase, e.g. `Ready`, `Applied`, `Degraded`."""
+    status: ConditionStatus
+    """`True`, `False` or `Unknown`."""
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", min_length=1, max_length=1024)
+    """A CamelCase word saying why the status is what it is, for tools and alerts."""
+    message: str = Field(default="", max_length=32768)
+    """What happened and what to do about it, for humans."""
+    last_transition_time: datetime
+    """When the status last changed."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The metadata.generation the condition was computed for."""
+
+
+CONDITIONS_FIELD: dict[str, Any] = {**list_map("type"), "maxItems": 16}
+
+
+# --- label selector ------------------------------------------------------------------------------------
+
+
+class SelectorOperator(str, Enum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+_VALUES_NEEDED = "values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"
+
+
+class LabelSelectorRequirement(KubeModel):
+    """One label condition, as in Kubernetes' metav1.LabelSelectorRequirement."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)", _VALUES_NEEDED)))
+
+    key: str = Field(min_length=1, max_length=317)
+    """The label key."""
+    operator: SelectorOperator
+    """`In`, `NotIn`, `Exists` or `DoesNotExist`."""
+    values: tuple[Annotated[str, Field(max_length=63)], ...] = Field(default=(), max_length=64)
+    """Label values for `In` and `NotIn`; empty for `Exists` and `DoesNotExist`."""
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        if (self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)) != bool(self.values):
+            raise ValueError(_VALUES_NEEDED)
+        return self
+
+
+class LabelSelector(KubeModel):
+    """Selects objects by labels, as in Kubernetes' metav1.LabelSelector; `{}` selects everything."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
+    """Labels that must all be present with these values."""
+    match_expressions: tuple[LabelSelectorRequirement, ...] = Field(default=(), max_length=32)
+    """Label conditions that must all hold."""
+
+
+# --- top-level object ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One `kubectl get` column."""
+
+    name: str
+    json_path: str
+    type: Literal["string", "integer", "number", "boolean", "date"] = "string"
+    description: str = ""
+    priority: int = 0  # 0 = always shown; 1 = only with -o wide
+
+    def to_dict(self) -> dict[str, Any]:
+        column: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        if self.description:
+            column["description"] = self.description
+        if self.priority:
+            column["priority"] = self.priority
+        return column
+
+
+AGE_COLUMN = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+
+
+@dataclass(frozen=True)
+class CRDInfo:
+    """What the CRD says beyond the schema: names, scope, printer columns."""
+
+    names: KindNames
+    printer_columns: tuple[PrinterColumn, ...] = field(default=(AGE_COLUMN,))
+
+
+class KubeObject(KubeModel):
+    """A whole Kubernetes object: apiVersion, kind, metadata (kept as the server sent it), spec, status."""
+
+    crd: ClassVar[CRDInfo]
+
+    api_version: Literal[constants.API_VERSION] = constants.API_VERSION
+    """kubetune.io/v1alpha1."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Standard object metadata."""
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("name", "")
+
+    @property
+    def namespace(self) -> str | None:
+        return self.metadata.get("namespace")
+
+    @property
+    def generation(self) -> int | None:
+        return self.metadata.get("generation")
