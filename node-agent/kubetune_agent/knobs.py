@@ -220,7 +220,6 @@ class BlockSchedulerKnob(_BlockKnob):
     file_name = "scheduler"
     description = ("I/O scheduler; classic names deadline/cfq/noop mean mq-deadline/bfq/none; "
                    "auto picks by the rotational flag")
-    aliases = {"deadline": "mq-deadline", "cfq": "bfq", "noop": "none"}
 
     def read(self, fs: HostFS, device: str | None) -> FileValues:
         return {path: bracketed(fs.read(path)) for path in self.files(fs, device)}
@@ -228,14 +227,23 @@ class BlockSchedulerKnob(_BlockKnob):
     def plan(self, fs: HostFS, device: str | None, key: str, value: str) -> FileValues:
         (path,) = self.files(fs, device)
         available = [name.strip("[]") for name in fs.read(path).split()]
-        wanted = self.aliases.get(str(value).strip(), str(value).strip())
-        if wanted == "auto":
-            rotational = fs.read(f"sys/block/{device}/queue/rotational") == "1"
-            preferences = ("bfq", "mq-deadline") if rotational else ("none", "mq-deadline")
-            wanted = next((name for name in preferences if name in available), available[0])
-        if wanted not in available:
-            raise KnobRefused(key, f"scheduler {value!r} is not available ({' '.join(available)})")
-        return {path: wanted}
+        rotational = fs.read(f"sys/block/{device}/queue/rotational") == "1"
+        return {path: choose_scheduler(key, str(value), available, rotational)}
+
+
+SCHEDULER_ALIASES = {"deadline": "mq-deadline", "cfq": "bfq", "noop": "none"}
+
+
+def choose_scheduler(key: str, value: str, available: list[str], rotational: bool) -> str:
+    """The multi-queue scheduler for ``value``: classic names mapped, ``auto`` by the rotational
+    flag (spinning disks: bfq, else mq-deadline; SSD/NVMe: none, else mq-deadline)."""
+    wanted = SCHEDULER_ALIASES.get(value.strip(), value.strip())
+    if wanted == "auto":
+        preferences = ("bfq", "mq-deadline") if rotational else ("none", "mq-deadline")
+        wanted = next((name for name in preferences if name in available), available[0])
+    if wanted not in available:
+        raise KnobRefused(key, f"scheduler {value!r} is not available ({' '.join(available)})")
+    return wanted
 
 
 class BlockReadAheadKnob(_BlockKnob):
