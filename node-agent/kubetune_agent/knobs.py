@@ -3,11 +3,16 @@
 Each knob is declared once with its path relative to the host root (under ``proc/sys/`` or
 ``sys/``), whether it is per device, and how it is read, validated and written. Keys:
 
-    vm.swappiness, net.core.rmem_max, ...   allow-listed sysctls (``SYSCTLS`` below)
+    vm.swappiness, vm.vfs_cache_pressure,   the adaptive memory sysctls
+    vm.dirty_ratio, vm.dirty_background_ratio
+    sysctl.<name>                           the other allow-listed sysctls (``SYSCTLS`` below)
     cpu.governor                            every CPU's scaling_governor
-    cpu.max_freq_percent                    every CPU's scaling_max_freq, as % of cpuinfo_max_freq
+    cpu.maxFrequencyPercent                 every CPU's scaling_max_freq, as % of cpuinfo_max_freq
     block.<dev>.scheduler                   /sys/block/<dev>/queue/scheduler
-    block.<dev>.read_ahead_kb               /sys/block/<dev>/queue/read_ahead_kb
+    block.<dev>.readAheadKb                 /sys/block/<dev>/queue/read_ahead_kb
+
+The keys are the NodeTuning API's (``kubetune.api.nodetuning.KNOB_KEY_PATTERN``); this module
+does not import the API so the agent's core stays plain data.
 
 A knob turns a target value into the exact per-file values to write (``plan``) and reads the
 same per-file values back (``read``), so the executor compares like with like, journals exact
@@ -28,7 +33,7 @@ FileValues = dict[str, str]
 """Relative host path -> the value as written to (and read back from) that file."""
 
 ALLOWED_PREFIXES = ("proc/sys/", "sys/")
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:-]{0,63}$")
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9]+([_.-][A-Za-z0-9]+)*$")  # no slash, no "..", no leading dot
 CPU_DIR = "sys/devices/system/cpu"
 
 
@@ -114,15 +119,20 @@ class Knob(ABC):
 
 @dataclass(frozen=True)
 class SysctlKnob(Knob):
-    """An allow-listed sysctl under /proc/sys."""
+    """An allow-listed sysctl under /proc/sys; its key is ``key_prefix`` + the sysctl name."""
 
-    name: str
+    sysctl: str
     check: ValueCheck
     description: str = ""
+    key_prefix: str = "sysctl."
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.key_prefix + self.sysctl
 
     @property
     def path(self) -> str:
-        return "proc/sys/" + self.name.replace(".", "/")
+        return "proc/sys/" + self.sysctl.replace(".", "/")
 
     def path_templates(self) -> tuple[str, ...]:
         return (self.path,)
@@ -174,7 +184,7 @@ class CpuGovernorKnob(_CpuKnob):
 
 
 class CpuMaxFreqKnob(_CpuKnob):
-    name = "cpu.max_freq_percent"
+    name = "cpu.maxFrequencyPercent"
     file_name = "scaling_max_freq"
     description = "every CPU's scaling_max_freq as a percentage (30..100) of its cpuinfo_max_freq"
     check = IntRange(30, 100)
@@ -247,7 +257,7 @@ def choose_scheduler(key: str, value: str, available: list[str], rotational: boo
 
 
 class BlockReadAheadKnob(_BlockKnob):
-    name = "block.<dev>.read_ahead_kb"
+    name = "block.<dev>.readAheadKb"
     file_name = "read_ahead_kb"
     description = "read-ahead in KiB (0..65536)"
     check = IntRange(0, 65536)
@@ -263,7 +273,7 @@ def bracketed(text: str) -> str:
 
 
 def check_device_name(key: str, device: str | None) -> None:
-    if device is None or not DEVICE_NAME.fullmatch(device):
+    if device is None or len(device) > 64 or not DEVICE_NAME.fullmatch(device):
         raise KnobRefused(key, f"device name {device!r} is not a plain /sys/block entry name")
 
 
@@ -274,11 +284,12 @@ def _cpu_label(path: str) -> str:
 
 # ---- the allow-list -----------------------------------------------------------------------
 
+ADAPTIVE = ""  # the four vm knobs are keyed by their sysctl name alone
 SYSCTLS: tuple[SysctlKnob, ...] = (
-    SysctlKnob("vm.swappiness", IntRange(0, 200), "tendency to swap anonymous memory"),
-    SysctlKnob("vm.vfs_cache_pressure", IntRange(1, 1000), "reclaim of dentry/inode caches"),
-    SysctlKnob("vm.dirty_ratio", IntRange(1, 100), "% of memory dirty before writers block"),
-    SysctlKnob("vm.dirty_background_ratio", IntRange(1, 100), "% dirty before background flush"),
+    SysctlKnob("vm.swappiness", IntRange(0, 200), "tendency to swap anonymous memory", ADAPTIVE),
+    SysctlKnob("vm.vfs_cache_pressure", IntRange(1, 1000), "reclaim of dentry/inode caches", ADAPTIVE),
+    SysctlKnob("vm.dirty_ratio", IntRange(1, 100), "% of memory dirty before writers block", ADAPTIVE),
+    SysctlKnob("vm.dirty_background_ratio", IntRange(1, 100), "% dirty before background flush", ADAPTIVE),
     SysctlKnob("net.core.rmem_max", IntRange(4096, 2**31 - 1), "max socket receive buffer"),
     SysctlKnob("net.core.wmem_max", IntRange(4096, 2**31 - 1), "max socket send buffer"),
     SysctlKnob("net.core.rmem_default", IntRange(4096, 2**31 - 1), "default receive buffer"),
@@ -288,13 +299,19 @@ SYSCTLS: tuple[SysctlKnob, ...] = (
     SysctlKnob("net.ipv4.tcp_rmem", IntVector(3, 4096, 2**31 - 1), "TCP receive buffer min/default/max"),
     SysctlKnob("net.ipv4.tcp_wmem", IntVector(3, 4096, 2**31 - 1), "TCP send buffer min/default/max"),
     SysctlKnob("net.ipv4.tcp_max_syn_backlog", IntRange(128, 1_000_000), "half-open connection queue"),
+    SysctlKnob("net.ipv4.tcp_fin_timeout", IntRange(5, 120), "FIN-WAIT-2 timeout, seconds"),
+    SysctlKnob("net.ipv4.tcp_keepalive_time", IntRange(30, 7200), "idle seconds before keepalive"),
+    SysctlKnob("net.ipv4.tcp_keepalive_intvl", IntRange(1, 300), "seconds between keepalive probes"),
+    SysctlKnob("net.ipv4.tcp_keepalive_probes", IntRange(1, 20), "unanswered probes before drop"),
     SysctlKnob("net.ipv4.tcp_slow_start_after_idle", IntRange(0, 1), "slow start after idle"),
-    SysctlKnob("net.ipv4.tcp_tw_reuse", IntRange(0, 2), "reuse TIME-WAIT sockets"),
+    SysctlKnob("net.ipv4.tcp_mtu_probing", IntRange(0, 2), "path MTU probing"),
     SysctlKnob("net.ipv4.ip_local_port_range", IntVector(2, 1024, 65535), "ephemeral port range"),
+    SysctlKnob("vm.max_map_count", IntRange(65530, 2**31 - 1), "memory map areas per process"),
     SysctlKnob("kernel.sched_autogroup_enabled", IntRange(0, 1), "autogroup scheduling"),
-    SysctlKnob("kernel.numa_balancing", IntRange(0, 1), "automatic NUMA balancing"),
-    SysctlKnob("fs.inotify.max_user_watches", IntRange(8192, 4_194_304), "inotify watches per user"),
     SysctlKnob("fs.file-max", IntRange(65536, 2**63 - 1), "system-wide open file limit"),
+    SysctlKnob("fs.aio-max-nr", IntRange(65536, 2**31 - 1), "asynchronous I/O requests"),
+    SysctlKnob("fs.inotify.max_user_watches", IntRange(8192, 4_194_304), "inotify watches per user"),
+    SysctlKnob("fs.inotify.max_user_instances", IntRange(128, 65536), "inotify instances per user"),
 )
 
 

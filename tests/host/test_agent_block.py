@@ -23,7 +23,7 @@ def test_scheduler_and_read_ahead_apply_and_restore(host, journal, loop_device):
 
     results = executor.reconcile([
         KnobTarget(f"block.{loop_device}.scheduler", classic, "classic name"),
-        KnobTarget(f"block.{loop_device}.read_ahead_kb", new_read_ahead),
+        KnobTarget(f"block.{loop_device}.readAheadKb", new_read_ahead),
     ])
     assert [r.state for r in results] == [TuningState.APPLIED] * 2, results
     assert bracketed(host.read(f"{queue}/scheduler")) == expected
@@ -45,12 +45,12 @@ def test_auto_scheduler_follows_the_rotational_flag(host, journal, loop_device):
     assert result.desired == (preferred[0] if preferred else available[0])
 
 
-@pytest.mark.parametrize("key", ["block.../loop0.scheduler", "block.loop0/../vda.read_ahead_kb"])
+@pytest.mark.parametrize("key", ["block.../loop0.scheduler", "block.loop0/../vda.readAheadKb"])
 def test_escaping_device_names_are_refused(host, journal, key):
     (result,) = KnobExecutor(host, journal).reconcile([KnobTarget(key, "none")])
     assert result.state is TuningState.REFUSED and "not a plain /sys/block entry name" in result.message
 
 
 def test_absent_device_is_unsupported(host, journal):
-    (result,) = KnobExecutor(host, journal).reconcile([KnobTarget("block.nosuchdisk9.read_ahead_kb", "128")])
+    (result,) = KnobExecutor(host, journal).reconcile([KnobTarget("block.nosuchdisk9.readAheadKb", "128")])
     assert result.state is TuningState.UNSUPPORTED

@@ -87,9 +87,9 @@ def test_governor_not_available_is_refused(executor, fake_cpufreq):
 
 
 def test_max_freq_percent_is_written_in_khz_per_cpu(executor, fake_cpufreq):
-    only(executor.reconcile([KnobTarget("cpu.max_freq_percent", "80")]))
+    only(executor.reconcile([KnobTarget("cpu.maxFrequencyPercent", "80")]))
     assert fake_cpufreq.read(f"{CPUFREQ.format(1)}/scaling_max_freq") == "2400000"
-    only(executor.reconcile([KnobTarget("cpu.max_freq_percent", "20")]))  # refused: floor 30
+    only(executor.reconcile([KnobTarget("cpu.maxFrequencyPercent", "20")]))  # refused: floor 30
     assert fake_cpufreq.read(f"{CPUFREQ.format(1)}/scaling_max_freq") == "2400000"
 
 
@@ -141,9 +141,9 @@ def test_read_back_mismatch_is_failed_once_then_not_rewritten(fake_cpufreq, tmp_
             super().write(relative, str(min(int(value), 2000000)) if "max_freq" in relative else value)
 
     executor = KnobExecutor(ClampingFS(fake_cpufreq.root), Journal(tmp_path / "journal"))
-    first = only(executor.reconcile([KnobTarget("cpu.max_freq_percent", "90")]))
+    first = only(executor.reconcile([KnobTarget("cpu.maxFrequencyPercent", "90")]))
     assert (first.state, first.message) == (TuningState.FAILED, "wrote 2700000, read back 2000000")
-    second = only(executor.reconcile([KnobTarget("cpu.max_freq_percent", "90")]))
+    second = only(executor.reconcile([KnobTarget("cpu.maxFrequencyPercent", "90")]))
     assert second.state is TuningState.FAILED and "kernel keeps 2000000" in second.message
 
 

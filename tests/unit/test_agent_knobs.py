@@ -24,11 +24,13 @@ REGISTRY = default_registry()
     ("key", "knob", "device"),
     [
         ("vm.swappiness", "vm.swappiness", None),
-        ("net.core.rmem_max", "net.core.rmem_max", None),
+        ("sysctl.net.core.rmem_max", "sysctl.net.core.rmem_max", None),
+        ("cpu.maxFrequencyPercent", "cpu.maxFrequencyPercent", None),
         ("cpu.governor", "cpu.governor", None),
         ("block.sda.scheduler", "block.<dev>.scheduler", "sda"),
-        ("block.nvme0n1.read_ahead_kb", "block.<dev>.read_ahead_kb", "nvme0n1"),
+        ("block.nvme0n1.readAheadKb", "block.<dev>.readAheadKb", "nvme0n1"),
         ("block.dm-0.scheduler", "block.<dev>.scheduler", "dm-0"),
+        ("block.md.0.scheduler", "block.<dev>.scheduler", "md.0"),
     ],
     ids=lambda v: str(v),
 )
@@ -42,13 +44,18 @@ def test_resolves_allow_listed_keys(key, knob, device):
     [
         ("vm.overcommit_memory", "unknown knob"),
         ("kernel.sysrq", "unknown knob"),
+        ("sysctl.kernel.sysrq", "unknown knob"),
+        ("net.core.rmem_max", "unknown knob"),  # the API's key is sysctl.net.core.rmem_max
+        ("sysctl.vm.swappiness", "unknown knob"),  # vm.swappiness has its own key
         ("swappiness", "unknown knob"),
         ("", "unknown knob"),
         ("block..scheduler", "unknown knob"),
         ("block.../sda.scheduler", "not a plain /sys/block entry"),
         ("block.sda/../../etc.scheduler", "not a plain /sys/block entry"),
         ("block.sda/queue.scheduler", "not a plain /sys/block entry"),
-        ("block.-x.read_ahead_kb", "not a plain /sys/block entry"),
+        ("block.-x.readAheadKb", "not a plain /sys/block entry"),
+        ("block...scheduler", "not a plain /sys/block entry"),
+        ("block.sda.read_ahead_kb", "unknown knob"),
     ],
     ids=lambda v: repr(v),
 )
