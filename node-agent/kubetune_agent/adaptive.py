@@ -16,23 +16,47 @@ from enum import StrEnum
 # ---- governor by load ---------------------------------------------------------------------
 
 
+class LoadLevel(StrEnum):
+    HIGH = "High"
+    DEFAULT = "Default"
+    LOW = "Low"
+
+
 @dataclass(frozen=True)
 class GovernorRule:
-    """Switch to ``busy_governor`` at load/CPU >= ``up``; back to ``idle_governor`` at <= ``down``."""
+    """CPU utilisation above ``high_above`` % is High, below ``low_below`` % is Low, else Default;
+    a level must hold for ``sustained_seconds`` before its governor is used. The gap between the
+    two thresholds and the sustained period are the hysteresis."""
 
-    busy_governor: str = "performance"
-    idle_governor: str = "powersave"
-    up: float = 0.7
-    down: float = 0.3
+    high_load: str = "performance"
+    low_load: str = "powersave"
+    default: str = "schedutil"
+    high_above: float = 75.0
+    low_below: float = 25.0
+    sustained_seconds: float = 60.0
 
 
-def governor_for_load(load_per_cpu: float, current: str, rule: GovernorRule) -> str:
-    """The governor to use; between ``down`` and ``up`` the current one is kept (hysteresis)."""
-    if load_per_cpu >= rule.up:
-        return rule.busy_governor
-    if load_per_cpu <= rule.down:
-        return rule.idle_governor
-    return current if current in (rule.busy_governor, rule.idle_governor) else rule.idle_governor
+@dataclass(frozen=True)
+class GovernorState:
+    level: LoadLevel = LoadLevel.DEFAULT  # the level whose governor is in force
+    candidate: LoadLevel = LoadLevel.DEFAULT  # the level the latest samples show
+    candidate_since: float = 0.0
+
+
+def governor_for_load(cpu_percent: float, state: GovernorState, rule: GovernorRule,
+                      now: float) -> tuple[str, GovernorState]:
+    """The governor to use and the next state."""
+    if cpu_percent > rule.high_above:
+        seen = LoadLevel.HIGH
+    elif cpu_percent < rule.low_below:
+        seen = LoadLevel.LOW
+    else:
+        seen = LoadLevel.DEFAULT
+    since = state.candidate_since if seen == state.candidate else now
+    level = seen if now - since >= rule.sustained_seconds else state.level
+    governor = {LoadLevel.HIGH: rule.high_load, LoadLevel.LOW: rule.low_load,
+                LoadLevel.DEFAULT: rule.default}[level]
+    return governor, GovernorState(level, seen, since)
 
 
 # ---- max frequency under thermal throttling ------------------------------------------------

@@ -124,6 +124,7 @@ class NodeSummary:
     network_receive_bytes_per_second: float
     network_transmit_bytes_per_second: float
     network_drops_errors_per_second: float
+    network_loss_percent: float  # drops + errors per packet, both directions, lo excluded
     tcp_established: int
     tcp_connect_ms: float | None  # worst configured target; None if none configured or all failed
     thermal_throttle_events: int  # new events in the interval
@@ -239,13 +240,15 @@ def summarise(previous: NodeSample, current: NodeSample) -> NodeSummary:
         latency_ms = max(latency_ms, spent * 1000 / done if done else 0.0)
         queue = max(queue, (disk.weighted_io_seconds - old.weighted_io_seconds) / interval)
     nets_before = {n.device: n for n in previous.networks}
-    receive = transmit = losses = 0.0
+    receive = transmit = losses = packets = 0.0
     for net in current.networks:
         old = nets_before.get(net.device)
         if old is None or net.device == "lo":
             continue
         receive += (net.receive_bytes - old.receive_bytes) / interval
         transmit += (net.transmit_bytes - old.transmit_bytes) / interval
+        packets += (net.receive_packets + net.transmit_packets - old.receive_packets
+                    - old.transmit_packets) / interval
         losses += (net.receive_errors + net.transmit_errors + net.receive_drops + net.transmit_drops
                    - old.receive_errors - old.transmit_errors - old.receive_drops
                    - old.transmit_drops) / interval
@@ -268,6 +271,7 @@ def summarise(previous: NodeSample, current: NodeSample) -> NodeSummary:
         network_receive_bytes_per_second=round(receive, 1),
         network_transmit_bytes_per_second=round(transmit, 1),
         network_drops_errors_per_second=round(losses, 3),
+        network_loss_percent=round(100.0 * losses / (packets + losses), 3) if packets + losses else 0.0,
         tcp_established=current.tcp_states.get("established", 0),
         tcp_connect_ms=round(max(connects) * 1000, 3) if connects else None,
         thermal_throttle_events=max(throttled, 0),

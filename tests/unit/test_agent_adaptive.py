@@ -6,6 +6,7 @@ import pytest
 
 from kubetune_agent.adaptive import (
     GovernorRule,
+    GovernorState,
     SwappinessRule,
     ThermalRule,
     ThermalState,
@@ -20,33 +21,32 @@ from kubetune_agent.adaptive import (
 
 pytestmark = pytest.mark.unit
 
-RULE = GovernorRule(busy_governor="performance", idle_governor="powersave", up=0.7, down=0.3)
+RULE = GovernorRule(high_load="performance", low_load="powersave", default="schedutil",
+                    high_above=75, low_below=25, sustained_seconds=60)
 
 
-@pytest.mark.parametrize(
-    ("load", "current", "expected"),
-    [
-        (0.9, "powersave", "performance"),
-        (0.7, "powersave", "performance"),
-        (0.5, "powersave", "powersave"),  # inside the band: keep
-        (0.5, "performance", "performance"),  # inside the band: keep
-        (0.3, "performance", "powersave"),
-        (0.1, "performance", "powersave"),
-        (0.5, "schedutil", "powersave"),  # not one of ours: start from the idle governor
-    ],
-    ids=lambda v: str(v),
-)
-def test_governor_hysteresis(load, current, expected):
-    assert governor_for_load(load, current, RULE) == expected
-
-
-def test_governor_does_not_flap_around_one_threshold():
-    loads = [0.69, 0.71, 0.69, 0.71, 0.5, 0.31, 0.29, 0.31, 0.29]
-    governor, seen = "powersave", []
-    for load in loads:
-        governor = governor_for_load(load, governor, RULE)
+def run_governor(timeline):
+    state, seen = GovernorState(), []
+    for now, cpu in timeline:
+        governor, state = governor_for_load(cpu, state, RULE, now)
         seen.append(governor)
-    assert seen == ["powersave"] + ["performance"] * 5 + ["powersave"] * 3
+    return seen
+
+
+def test_governor_changes_only_after_the_level_held_for_the_sustained_period():
+    timeline = [(0, 90), (30, 90), (59, 95), (60, 90), (90, 50), (149, 50), (150, 50), (200, 10), (260, 10)]
+    assert run_governor(timeline) == ["schedutil"] * 3 + ["performance"] * 3 + ["schedutil"] * 2 + [
+        "powersave"]
+
+
+def test_governor_does_not_flap_on_a_spiky_load():
+    timeline = [(t, 90 if t % 20 == 0 else 50) for t in range(0, 600, 10)]
+    assert set(run_governor(timeline)) == {"schedutil"}
+
+
+def test_governor_thresholds_are_strict():
+    timeline = [(0, 75), (100, 75), (200, 25), (300, 25)]
+    assert run_governor(timeline) == ["schedutil"] * 4
 
 
 def test_thermal_steps_down_while_throttled_and_back_after_cooling():
