@@ -1,0 +1,124 @@
+"""The PromQL the evaluation loop asks, built as plain data (no I/O).
+
+One query per metric family per cycle, grouped by namespace/pod/container and joined with the pod
+index in memory: the number of queries does not grow with the number of policies. It grows only with
+the number of distinct `for` windows and latency histograms the policies use (usually two and one).
+"Sustained for 5m" is asked of Prometheus (min/max_over_time over a subquery), so a restarted
+operator decides exactly as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+CONTAINER_KEY = ("namespace", "pod", "container")
+POD_KEY = ("namespace", "pod")
+
+# The kubelet's cAdvisor series; `container=""` is the pod cgroup and `POD` the pause container.
+CONTAINERS_ONLY = 'container!="",container!="POD"'
+
+
+@dataclass(frozen=True)
+class PromQuery:
+    """One instant query; its result is keyed by `key` labels."""
+
+    name: str
+    expr: str
+    key: tuple[str, ...] = CONTAINER_KEY
+
+
+def _namespace_matcher(namespaces: Iterable[str]) -> str:
+    names = sorted(set(namespaces))
+    return f'namespace=~"{"|".join(re.escape(n) for n in names)}"' if names else 'namespace!=""'
+
+
+def cpu_usage(ns: str, rate_window: str) -> str:
+    return (f"sum by (namespace, pod, container) "
+            f"(rate(container_cpu_usage_seconds_total{{{CONTAINERS_ONLY},{ns}}}[{rate_window}]))")
+
+
+def memory_working_set(ns: str) -> str:
+    return f"max by (namespace, pod, container) (container_memory_working_set_bytes{{{CONTAINERS_ONLY},{ns}}})"
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """What this cycle needs to know, derived from the policies being evaluated."""
+
+    namespaces: frozenset[str]
+    # (resource, "min" | "max", window) for sustained conditions.
+    sustained: frozenset[tuple[str, str, str]] = frozenset()
+    histograms: frozenset[str] = frozenset()
+    with_recommendation_history: bool = True
+
+
+def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str) -> list[PromQuery]:
+    ns = _namespace_matcher(plan.namespaces)
+    usage = {"cpu": cpu_usage(ns, rate_window), "memory": memory_working_set(ns)}
+    queries = [PromQuery("cpu", usage["cpu"]), PromQuery("memory", usage["memory"]),
+               PromQuery("cpu_throttling",
+                         f"sum by (namespace, pod, container) (rate(container_cpu_cfs_throttled_periods_total{{{CONTAINERS_ONLY},{ns}}}[{rate_window}]))"
+                         f" / sum by (namespace, pod, container) (rate(container_cpu_cfs_periods_total{{{CONTAINERS_ONLY},{ns}}}[{rate_window}]))"),
+               PromQuery("major_faults",
+                         f"sum by (namespace, pod, container) (rate(container_memory_failures_total{{failure_type=\"pgmajfault\",scope=\"container\",{CONTAINERS_ONLY},{ns}}}[{rate_window}]))")]
+    for resource, agg, window in sorted(plan.sustained):
+        queries.append(PromQuery(f"{resource}_{agg}_{window}", f"{agg}_over_time(({usage[resource]})[{window}:{step}])"))
+    for histogram in sorted(plan.histograms):
+        queries.append(PromQuery(f"latency:{histogram}",
+                                 f"sum by (namespace, pod, le) (rate({histogram}_bucket{{{ns}}}[{rate_window}]))",
+                                 key=("namespace", "pod", "le")))
+    if plan.with_recommendation_history:
+        # A coarse step keeps a day of history cheap: 96 points per series.
+        coarse = f"{max(15, _seconds(history) // 96)}s"
+        queries += [
+            PromQuery("cpu_p50", f"quantile_over_time(0.5, ({usage['cpu']})[{history}:{coarse}])"),
+            PromQuery("cpu_p90", f"quantile_over_time(0.9, ({usage['cpu']})[{history}:{coarse}])"),
+            PromQuery("cpu_peak", f"max_over_time(({usage['cpu']})[{history}:{coarse}])"),
+            PromQuery("memory_peak", f"max_over_time(({usage['memory']})[{history}:{coarse}])"),
+            PromQuery("oom_kills", f"sum by (namespace, pod, container) "
+                                   f"(increase(container_oom_events_total{{{CONTAINERS_ONLY},{ns}}}[{history}]))"),
+        ]
+    return queries
+
+
+def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable[str], rate_window: str) -> str:
+    """A user's PromQL template with $namespace, $workload, $pods (regex of pod names) and $rate."""
+    pod_regex = "|".join(re.escape(p) for p in sorted(pods)) or "^$"
+    return (template.replace("$namespace", namespace).replace("$workload", workload)
+            .replace("$pods", pod_regex).replace("$rate", rate_window))
+
+
+def _seconds(duration: str) -> int:
+    from kubetune.api.common import parse_duration
+    return int(parse_duration(duration).total_seconds())
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative bucket rates {le: rate}; None without data.
+
+    Done in memory so the buckets of all of a workload's pods can be summed first (PromQL cannot group
+    by workload without kube-state-metrics) while Prometheus is still asked once per histogram.
+    """
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    if not math.isinf(bounds[-1]):
+        return None  # a histogram without +Inf is malformed; Prometheus answers NaN
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    previous_bound, previous_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return previous_bound
+            if count == previous_count:
+                return bound
+            return previous_bound + (bound - previous_bound) * (rank - previous_count) / (count - previous_count)
+        previous_bound, previous_count = bound, count
+    return previous_bound

@@ -1,0 +1,90 @@
+"""The operator's configuration: one settings class, read from the environment once at start-up.
+
+A bad value fails start-up with the variable's name and the problem; nothing reads the environment
+at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kubetune.api.common import parse_duration
+
+ENV_PREFIX = "KUBETUNE_"
+
+
+class SettingsError(Exception):
+    """A configuration value is wrong; the message names the environment variable."""
+
+
+class OperatorSettings(BaseModel):
+    """Every knob of the operator process. Environment variable = KUBETUNE_ + the upper-case name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    """The Prometheus HTTP API (Prometheus, Thanos Query, Mimir's Prometheus API)."""
+    prometheus_bearer_token_file: Path | None = None
+    """A file holding a bearer token for Prometheus (re-read on every query, so rotation works)."""
+    prometheus_ca_file: Path | None = None
+    """A CA bundle for an https Prometheus; unset = the system CAs."""
+    prometheus_timeout: float = Field(default=10.0, gt=0)
+    """Seconds before a Prometheus query is given up (the cycle then reports MetricsAvailable=False)."""
+    rate_window: str = "1m"
+    """The window of rate() over counters; at least 4 scrape intervals of your Prometheus."""
+    query_step: str = "15s"
+    """The resolution of subqueries for sustained conditions ("above 80 % for 5m")."""
+    recommendation_window: str = "24h"
+    """How far back usage is read for recommendations (percentiles of CPU, peak memory, OOM kills)."""
+    tick: float = Field(default=5.0, gt=0)
+    """Seconds between checks for policies whose interval has elapsed."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty = the whole cluster."""
+    min_nice: int = Field(default=-10, ge=-20, le=19)
+    """The lowest nice value a namespaced PerformancePolicy may ask for (the cluster admin's floor)."""
+    history_limit: int = Field(default=10, ge=1, le=20)
+    """How many past actions a policy's status keeps."""
+    liveness_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the liveness endpoint (/healthz); 0 = off."""
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    """Port of the operator's Prometheus /metrics; 0 = off."""
+    peering: str = "kubetune"
+    """kopf peering object name; operators sharing it run one at a time."""
+    webhook_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the mutating admission webhook (new pods get in-place resources); 0 = off."""
+    webhook_host: str = "127.0.0.1"
+    """The host the API server reaches the webhook at (a Service DNS name in the cluster)."""
+
+    @field_validator("rate_window", "query_step", "recommendation_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def duration(self, name: str) -> timedelta:
+        return parse_duration(getattr(self, name))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for name, field in cls.model_fields.items():
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = tuple(filter(None, raw.split(","))) if field.annotation == "tuple[str, ...]" else raw
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                                 for err in e.errors())
+            raise SettingsError(problems) from None
+
+    def prometheus_headers(self) -> dict[str, str]:
+        if not self.prometheus_bearer_token_file:
+            return {}
+        return {"Authorization": f"Bearer {self.prometheus_bearer_token_file.read_text().strip()}"}

@@ -1,0 +1,167 @@
+"""Decision tables: signals, bounds, modes, rate limits and past actions in; action, reason and
+changes out. Each row is something a user would check on the policy's status."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from kubetune.api.performancepolicy import Action, ActionRecord, PerformancePolicySpec
+from kubetune.decisions import (
+    ContainerSignals,
+    PolicyInputs,
+    Reason,
+    WorkloadSignals,
+    decide,
+    recommend,
+)
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+MI = 2**20
+
+
+def spec(**overrides) -> PerformancePolicySpec:
+    body = {"targetRef": {"kind": "Deployment", "name": "web"}, "mode": "Auto",
+            "containers": [{"name": "*", "minAllowed": {"cpu": "100m", "memory": "64Mi"},
+                            "maxAllowed": {"cpu": "2", "memory": "4Gi"}}]}
+    body.update(overrides)
+    return PerformancePolicySpec.model_validate(body)
+
+
+def container(cpu_util_min5=None, cpu_util_max15=None, cpu_now=None, request=1.0, limit=2.0, **kw) -> ContainerSignals:
+    """CPU utilisation in percent of a 1-core request (so percent/100 = cores)."""
+    sustained = {}
+    if cpu_util_min5 is not None:
+        sustained[("cpu", "min", "5m")] = cpu_util_min5 / 100 * request
+    if cpu_util_max15 is not None:
+        sustained[("cpu", "max", "15m")] = cpu_util_max15 / 100 * request
+    usage = {"cpu": (cpu_now if cpu_now is not None else 0.5) * request, "memory": 200 * MI}
+    return ContainerSignals("app", {"cpu": request, "memory": 512 * MI}, {"cpu": limit, "memory": 1024 * MI},
+                            usage=usage, sustained=sustained, **kw)
+
+
+def applied(minutes_ago: float) -> ActionRecord:
+    return ActionRecord(time=NOW - timedelta(minutes=minutes_ago), action=Action.INCREASE_RESOURCES,
+                        rule="high-load", applied=True,
+                        changes=[{"container": "app", "resource": "cpu", "from": "800m", "to": "1"}])
+
+
+def run(policy=None, c=None, signals=None, **kw):
+    signals = signals or WorkloadSignals(containers=(c or container(),))
+    return decide(PolicyInputs(spec=policy or spec(), signals=signals, now=NOW, **kw))
+
+
+def changes_of(decision):
+    return {(ch.container, ch.resource, ch.value): (round(ch.old, 3), round(ch.new, 3)) for ch in decision.changes}
+
+
+CASES = [
+    # id, policy, container signals, extra inputs, expected reason, expected apply, expected changes
+    ("sustained-high-load-steps-up-25pct", spec(), container(cpu_util_min5=90), {}, Reason.SCALED_UP, True,
+     {("app", "cpu", "requests"): (1.0, 1.25), ("app", "cpu", "limits"): (2.0, 2.5)}),
+    ("short-spike-does-nothing", spec(), container(cpu_util_min5=40, cpu_now=1.5), {}, Reason.NO_RULE_FIRED, False, {}),
+    ("step-capped-at-maxAllowed", spec(), container(cpu_util_min5=95, request=1.9, limit=0), {}, Reason.SCALED_UP, True,
+     {("app", "cpu", "requests"): (1.9, 2.0)}),
+    ("at-maxAllowed-reports-bound", spec(), container(cpu_util_min5=95, request=2.0), {}, Reason.AT_BOUND, False, {}),
+    ("never-above-largest-node", spec(), container(cpu_util_min5=95, request=1.0, limit=0), {"node_capacity": {"cpu": 1.1}},
+     Reason.SCALED_UP, True, {("app", "cpu", "requests"): (1.0, 1.1)}),
+    ("sustained-low-load-steps-down", spec(), container(cpu_util_max15=10), {}, Reason.SCALED_DOWN, True,
+     {("app", "cpu", "requests"): (1.0, 0.75), ("app", "cpu", "limits"): (2.0, 1.5)}),
+    ("step-down-stops-at-minAllowed", spec(), container(cpu_util_max15=5, request=0.11, limit=0), {}, Reason.SCALED_DOWN,
+     True, {("app", "cpu", "requests"): (0.11, 0.1)}),
+    ("recommend-mode-reports-only", spec(mode="Recommend"), container(cpu_util_min5=90), {}, Reason.SCALED_UP, False,
+     {("app", "cpu", "requests"): (1.0, 1.25), ("app", "cpu", "limits"): (2.0, 2.5)}),
+    ("off-mode-does-nothing", spec(mode="Off"), container(cpu_util_min5=99), {}, Reason.MODE_OFF, False, {}),
+    ("cooldown-blocks", spec(), container(cpu_util_min5=90), {"past_actions": (applied(2),)}, Reason.COOLDOWN, False,
+     {("app", "cpu", "requests"): (1.0, 1.25), ("app", "cpu", "limits"): (2.0, 2.5)}),
+    ("after-cooldown-acts", spec(), container(cpu_util_min5=90), {"past_actions": (applied(6),)}, Reason.SCALED_UP, True,
+     {("app", "cpu", "requests"): (1.0, 1.25), ("app", "cpu", "limits"): (2.0, 2.5)}),
+    ("max-changes-per-hour", spec(scaling={"maxChangesPerHour": 2, "cooldown": "1m"}), container(cpu_util_min5=90),
+     {"past_actions": (applied(10), applied(20))}, Reason.RATE_LIMITED, False,
+     {("app", "cpu", "requests"): (1.0, 1.25), ("app", "cpu", "limits"): (2.0, 2.5)}),
+    ("hpa-on-cpu-is-a-conflict", spec(), container(cpu_util_min5=90), {"hpa_resources": frozenset({"cpu"})},
+     Reason.HPA_CONFLICT, False, {}),
+    ("requests-only-leaves-limits", spec(containers=[{"name": "*", "controlledValues": "RequestsOnly"}]),
+     container(cpu_util_min5=90), {}, Reason.SCALED_UP, True, {("app", "cpu", "requests"): (1.0, 1.25)}),
+    ("memory-not-controlled", spec(containers=[{"name": "*", "controlledResources": ["memory"]}]),
+     container(cpu_util_min5=90), {}, Reason.AT_BOUND, False, {}),
+    ("container-without-entry-left-alone", spec(containers=[{"name": "sidecar"}]), container(cpu_util_min5=90), {},
+     Reason.NO_RULE_FIRED, False, {}),
+]
+
+
+@pytest.mark.parametrize("policy,c,extra,reason,apply,changes", [case[1:] for case in CASES],
+                         ids=[case[0] for case in CASES])
+def test_decision_table(policy, c, extra, reason, apply, changes):
+    decision = run(policy, c, **extra)
+    assert decision.reason is reason, decision.message
+    assert decision.apply is apply
+    assert changes_of(decision) == changes
+    if changes:
+        assert decision.rule and decision.evidence, "every change carries its rule and evidence"
+
+
+def test_decrease_respects_the_recommendation():
+    # p90 usage 0.6 cores -> target 0.69: a 50 % step from 1 core would undershoot it.
+    c = container(cpu_util_max15=15, limit=0, history={"cpu_p50": 0.5, "cpu_p90": 0.6, "cpu_peak": 0.7})
+    decision = run(policy=spec(scaling={"stepPercent": 50}), c=c)
+    assert changes_of(decision) == {("app", "cpu", "requests"): (1.0, 0.69)}
+
+
+def test_decrease_stops_short_of_refiring_the_increase_rule():
+    # 19 % of 1 core = 0.19 cores; the 80 % scale-up threshold with 10 % hysteresis keeps the
+    # request at or above 0.19 / 0.72 = 0.264 cores.
+    decision = run(policy=spec(scaling={"stepPercent": 90}), c=container(cpu_util_max15=19, limit=0))
+    assert changes_of(decision) == {("app", "cpu", "requests"): (1.0, 0.264)}
+
+
+@pytest.mark.parametrize("throttling,memory_ratio,faults,resource", [
+    (0.3, 0.5, 0.0, "cpu"),
+    (0.0, 0.95, 0.0, "memory"),
+    (0.0, 0.5, 5.0, "memory"),
+], ids=["throttled-cpu", "memory-near-limit", "major-faults"])
+def test_slow_latency_changes_only_the_bottleneck(throttling, memory_ratio, faults, resource):
+    c = container(throttling=throttling, major_faults_per_second=faults)
+    c = ContainerSignals(c.name, c.requests, c.limits, usage={**c.usage, "memory": memory_ratio * 1024 * MI},
+                         throttling=throttling, major_faults_per_second=faults)
+    decision = run(signals=WorkloadSignals(containers=(c,), latency_ms={95: 450.0}))
+    assert decision.reason is Reason.OPTIMIZED
+    assert {ch.resource for ch in decision.changes} == {resource}
+
+
+def test_slow_latency_without_a_bottleneck_is_reported_not_acted_on():
+    decision = run(signals=WorkloadSignals(containers=(container(throttling=0.01),), latency_ms={95: 450.0}))
+    assert decision.reason is Reason.NOT_A_RESOURCE_BOTTLENECK
+    assert not decision.changes and not decision.apply
+    assert "not a resource bottleneck" in decision.message
+
+
+def test_errors_are_investigated_without_a_change():
+    decision = run(signals=WorkloadSignals(containers=(container(),), error_rate_percent=4.0))
+    assert decision.reason is Reason.INVESTIGATE
+    assert not decision.changes
+    assert "errorRatePercent 4.0 above 1" in decision.message
+
+
+def test_missing_metrics_are_named_in_the_evidence():
+    decision = run(c=container())  # no sustained series: the rules cannot be evaluated
+    assert decision.reason is Reason.NO_RULE_FIRED
+    assert any("high-load: no cpu usage" in e for e in decision.evidence)
+    assert any("slow: latencyP95Ms is not available" in e for e in decision.evidence)
+
+
+def test_memory_recommendation_is_bumped_after_an_oom_kill():
+    c = container(history={"memory_peak": 500 * MI, "oom_kills": 1})
+    rec = recommend(c, None, {})
+    assert rec["memory"].target == pytest.approx(1024 * MI * 1.2)
+    without_oom = recommend(container(history={"memory_peak": 500 * MI}), None, {})
+    assert without_oom["memory"].target == pytest.approx(500 * MI * 1.15)
+
+
+def test_recommendation_never_exceeds_the_largest_node():
+    c = container(history={"cpu_p50": 6.0, "cpu_p90": 9.0, "cpu_peak": 12.0})
+    rec = recommend(c, None, {"cpu": 8.0})
+    assert rec["cpu"].upper == 8.0 and rec["cpu"].target == 8.0
