@@ -75,6 +75,16 @@ def defaulted_section(model: type[KubeModel]) -> Any:
     return Field(default_factory=model, json_schema_extra={"default": model().to_dict()})
 
 
+def _is_empty(value: Any) -> bool:
+    return not value
+
+
+def optional_list(max_items: int, **schema: Any) -> Any:
+    """A list that may be absent: empty in Python, left out of the wire form when empty (absent and
+    `[]` mean the same, and the API server stores no default for it). `schema` adds e.g. list types."""
+    return Field(default=(), max_length=max_items, exclude_if=_is_empty, json_schema_extra=schema or None)
+
+
 # --- constrained strings and numbers ---------------------------------------------------------------
 
 # Kubernetes' resource.Quantity grammar without the sign: bounds and sizes are never negative.
@@ -187,7 +197,9 @@ class Condition(KubeModel):
     """The metadata.generation the condition was computed for."""
 
 
-CONDITIONS_FIELD: dict[str, Any] = {**list_map("type"), "maxItems": 16}
+def conditions_field() -> Any:
+    """The `conditions` field of a status: a list keyed by type, at most 16."""
+    return optional_list(16, **list_map("type"))
 
 
 # --- label selector ------------------------------------------------------------------------------------
@@ -213,7 +225,7 @@ class LabelSelectorRequirement(KubeModel):
     """The label key."""
     operator: SelectorOperator
     """`In`, `NotIn`, `Exists` or `DoesNotExist`."""
-    values: tuple[Annotated[str, Field(max_length=63)], ...] = Field(default=(), max_length=64)
+    values: tuple[Annotated[str, Field(max_length=63)], ...] = optional_list(64)
     """Label values for `In` and `NotIn`; empty for `Exists` and `DoesNotExist`."""
 
     @model_validator(mode="after")
@@ -226,9 +238,9 @@ class LabelSelectorRequirement(KubeModel):
 class LabelSelector(KubeModel):
     """Selects objects by labels, as in Kubernetes' metav1.LabelSelector; `{}` selects everything."""
 
-    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, exclude_if=_is_empty)
     """Labels that must all be present with these values."""
-    match_expressions: tuple[LabelSelectorRequirement, ...] = Field(default=(), max_length=32)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = optional_list(32)
     """Label conditions that must all hold."""
 
 

@@ -59,8 +59,8 @@ def to_structural(node: dict[str, Any], defs: dict[str, Any], path: str = "") ->
     """One JSON-schema node (from pydantic) -> a structural OpenAPI v3 node."""
     node = _resolve(node, defs)
     node.pop("title", None)
-    if node.get("default", 0) is None:
-        node.pop("default")
+    if "default" in node and node["default"] in (None, []):
+        node.pop("default")  # optional fields and empty lists: absent means the same
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "description" in node:

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from kubetune.api.common import (
     AGE_COLUMN,
-    CONDITIONS_FIELD,
+    conditions_field,
     DEVICE_NAME_PATTERN,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -29,6 +29,7 @@ from kubetune.api.common import (
     PrinterColumn,
     defaulted_section,
     list_map,
+    optional_list,
 )
 from kubetune.api.nodetuningpolicy import SYSCTL_ALLOW_LIST, CPUTuning, DeviceClass, MemoryTuning, NodeThresholds
 from kubetune.api.performancepolicy import IOClass, SocketBuffers
@@ -137,8 +138,7 @@ class ProcessEntry(KubeModel):
     """The I/O scheduling class; unset = leave as is."""
     io_priority: int | None = Field(default=None, ge=0, le=7)
     """The priority within the BestEffort class; unset = leave as is."""
-    cpus: tuple[Annotated[int, Field(ge=0, le=4095)], ...] = Field(default=(), max_length=256,
-                                                                  json_schema_extra=LIST_SET)
+    cpus: tuple[Annotated[int, Field(ge=0, le=4095)], ...] = optional_list(256, **LIST_SET)
     """CPUs to pin every thread to; empty = no pinning."""
     socket_buffers: SocketBuffers | None = None
     """TCP buffer ceilings in the pod's network namespace."""
@@ -151,12 +151,11 @@ class NodeTuningSpec(KubeModel):
 
     mode: NodeTuningMode = NodeTuningMode.RECOMMEND
     """`Recommend`: compute and publish the plan in status, write nothing; `Auto`: apply it."""
-    knobs: tuple[Knob, ...] = Field(default=(), max_length=128, json_schema_extra=list_map("key"))
+    knobs: tuple[Knob, ...] = optional_list(128, **list_map("key"))
     """Host settings with fixed values."""
     adaptive: AdaptiveRules | None = None
     """Rules the agent evaluates locally; the knobs they move are not also listed in `knobs`."""
-    processes: tuple[ProcessEntry, ...] = Field(default=(), max_length=256,
-                                                json_schema_extra=list_map("podUID", "containerName"))
+    processes: tuple[ProcessEntry, ...] = optional_list(256, **list_map("podUID", "containerName"))
     """Process tuning for containers on this node."""
     thresholds: NodeThresholds = defaulted_section(NodeThresholds)
     """Node monitoring thresholds."""
@@ -218,7 +217,7 @@ class BlockDevice(KubeModel):
     """NVMe, SSD or HDD."""
     scheduler: str = Field(default="", max_length=32)
     """The active I/O scheduler."""
-    available_schedulers: tuple[Annotated[str, Field(max_length=32)], ...] = Field(default=(), max_length=8)
+    available_schedulers: tuple[Annotated[str, Field(max_length=32)], ...] = optional_list(8)
     """The schedulers the kernel offers for it."""
     read_ahead_kb: int | None = Field(default=None, ge=0)
     """The current read-ahead, KiB."""
@@ -246,14 +245,13 @@ class NodeTuningStatus(KubeModel):
 
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation of the plan last processed."""
-    conditions: tuple[Condition, ...] = Field(default=(), json_schema_extra=CONDITIONS_FIELD)
+    conditions: tuple[Condition, ...] = conditions_field()
     """Applied (every knob is Applied, Unsupported or Restored) and Degraded (a threshold is crossed)."""
-    knobs: tuple[KnobStatus, ...] = Field(default=(), max_length=256, json_schema_extra=list_map("key"))
+    knobs: tuple[KnobStatus, ...] = optional_list(256, **list_map("key"))
     """Per knob: original, desired, current and state."""
-    processes: tuple[ProcessStatus, ...] = Field(default=(), max_length=256,
-                                                 json_schema_extra=list_map("podUID", "containerName"))
+    processes: tuple[ProcessStatus, ...] = optional_list(256, **list_map("podUID", "containerName"))
     """Per container: process tuning state."""
-    block_devices: tuple[BlockDevice, ...] = Field(default=(), max_length=64, json_schema_extra=list_map("name"))
+    block_devices: tuple[BlockDevice, ...] = optional_list(64, **list_map("name"))
     """The node's block devices."""
     metrics: MetricsSummary | None = None
     """The node's latest figures."""

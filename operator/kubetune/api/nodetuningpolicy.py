@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJso
 
 from kubetune.api.common import (
     AGE_COLUMN,
-    CONDITIONS_FIELD,
+    conditions_field,
     Condition,
     CRDInfo,
     Duration,
@@ -27,6 +27,7 @@ from kubetune.api.common import (
     cel,
     defaulted_section,
     list_map,
+    optional_list,
     validations,
 )
 from kubetune.constants import NODE_TUNING_POLICY
@@ -306,7 +307,7 @@ class DeviceRule(KubeModel):
 class IOTuning(KubeModel):
     """Block device tuning."""
 
-    devices: tuple[DeviceRule, ...] = Field(default=(), max_length=16)
+    devices: tuple[DeviceRule, ...] = optional_list(16)
     """Rules for block devices; for each device and setting, the first matching rule that sets it wins."""
 
 
@@ -434,7 +435,7 @@ class NodeTuningPolicySpec(KubeModel):
     """Adaptive swappiness, cache pressure and dirty ratios."""
     io: IOTuning | None = None
     """Block device scheduler and read-ahead."""
-    sysctls: tuple[Sysctl, ...] = Field(default=(), max_length=32, json_schema_extra=list_map("name"))
+    sysctls: tuple[Sysctl, ...] = optional_list(32, **list_map("name"))
     """Kernel parameters from the allow-list."""
     process_tuning: ProcessTuningLimits = defaulted_section(ProcessTuningLimits)
     """Limits on the process tuning PerformancePolicies may ask for on these nodes."""
@@ -447,7 +448,7 @@ class NodeTuningPolicyStatus(KubeModel):
 
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation this status was computed for."""
-    conditions: tuple[Condition, ...] = Field(default=(), json_schema_extra=CONDITIONS_FIELD)
+    conditions: tuple[Condition, ...] = conditions_field()
     """Ready: the policy was resolved into the matched nodes' NodeTunings."""
     matched_nodes: int = Field(default=0, ge=0)
     """How many nodes the selector matches."""

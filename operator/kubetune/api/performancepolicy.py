@@ -12,7 +12,7 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from kubetune.api.common import (
     AGE_COLUMN,
-    CONDITIONS_FIELD,
+    conditions_field,
     DNS_LABEL_PATTERN,
     LIST_SET,
     Condition,
@@ -29,6 +29,7 @@ from kubetune.api.common import (
     defaulted_section,
     duration_at_least,
     list_map,
+    optional_list,
     parse_quantity,
     validations,
 )
@@ -344,8 +345,7 @@ class ProcessTuning(KubeModel):
     model_config = ConfigDict(json_schema_extra=validations(cel(
         "!has(self.ioPriority) || !has(self.ioClass) || self.ioClass == 'BestEffort'", _IO_PRIORITY_CLASS)))
 
-    containers: tuple[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)], ...] = Field(
-        default=(), max_length=32, json_schema_extra=LIST_SET)
+    containers: tuple[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)], ...] = optional_list(32, **LIST_SET)
     """The containers to tune; empty = every container."""
     nice: int | None = Field(default=None, ge=-20, le=19)
     """The nice value (-20 = highest priority, 19 = lowest); unset = leave as is."""
@@ -530,9 +530,9 @@ class ActionRecord(KubeModel):
     """The rule that fired."""
     applied: bool
     """Whether the changes were made (`Auto`) or only recommended (`Recommend`)."""
-    changes: tuple[ResourceChange, ...] = Field(default=(), max_length=16)
+    changes: tuple[ResourceChange, ...] = optional_list(16)
     """The values changed or recommended."""
-    evidence: tuple[Annotated[str, Field(max_length=512)], ...] = Field(default=(), max_length=16)
+    evidence: tuple[Annotated[str, Field(max_length=512)], ...] = optional_list(16)
     """The observations behind the decision, one per line."""
     verification: VerificationResult | None = None
     """How the change fared afterwards."""
@@ -543,15 +543,15 @@ class PerformancePolicyStatus(KubeModel):
 
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation this status was computed for."""
-    conditions: tuple[Condition, ...] = Field(default=(), json_schema_extra=CONDITIONS_FIELD)
+    conditions: tuple[Condition, ...] = conditions_field()
     """Ready, TargetFound, MetricsAvailable and Degraded."""
-    containers: tuple[ContainerStatus, ...] = Field(default=(), max_length=32, json_schema_extra=list_map("name"))
+    containers: tuple[ContainerStatus, ...] = optional_list(32, **list_map("name"))
     """Per-container resources, recommendation and utilisation."""
     signals: Signals | None = None
     """The workload's latest signals."""
     last_action: ActionRecord | None = None
     """The most recent action."""
-    history: tuple[ActionRecord, ...] = Field(default=(), max_length=20)
+    history: tuple[ActionRecord, ...] = optional_list(20)
     """Earlier actions, newest first, at most 20."""
 
 
