@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from .hostfs import HostFS
+from .knobs import bracketed
 
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's sector size
 IGNORED_DISKS = re.compile(r"^(ram|loop|fd|zram)\d+$")
@@ -276,3 +277,28 @@ def summarise(previous: NodeSample, current: NodeSample) -> NodeSummary:
         tcp_connect_ms=round(max(connects) * 1000, 3) if connects else None,
         thermal_throttle_events=max(throttled, 0),
     )
+
+
+@dataclass(frozen=True)
+class BlockDeviceInfo:
+    """A whole block device, for the operator to resolve device rules into knobs."""
+
+    name: str
+    rotational: bool
+    scheduler: str
+    available_schedulers: tuple[str, ...]
+    read_ahead_kb: int | None
+
+
+def block_devices(fs: HostFS) -> list[BlockDeviceInfo]:
+    devices = []
+    for name in fs.list("sys/block"):
+        queue = f"sys/block/{name}/queue"
+        if IGNORED_DISKS.match(name) or not fs.exists(f"{queue}/scheduler"):
+            continue
+        listed = fs.read(f"{queue}/scheduler")
+        read_ahead = fs.read(f"{queue}/read_ahead_kb")
+        devices.append(BlockDeviceInfo(
+            name, fs.read(f"{queue}/rotational") == "1", bracketed(listed),
+            tuple(s.strip("[]") for s in listed.split()), int(read_ahead) if read_ahead.isdigit() else None))
+    return devices

@@ -1,0 +1,191 @@
+"""The thin adapter between the NodeTuning API models and the agent's plain data.
+
+``plan_from_node_tuning`` turns a NodeTuning object into an ``AgentPlan``; ``status_from_report``
+turns a ``CycleReport`` into a ``NodeTuningStatus``. Both are pure (``now`` injected); the
+Kubernetes calls live in ``main``.
+
+Mapping notes (where the API and the agent differ):
+- Knob keys are the API's own (``vm.swappiness``, ``sysctl.<name>``, ``block.<dev>.readAheadKb``).
+- The agent's ``Failed`` (write raised or read back differs) has no API state: it is reported as
+  ``Pending`` with the failure in the message, and makes Applied False.
+- The agent's ``Conflict`` means another writer changed the value; it sets Degraded.
+- Per-CPU values that differ (``cpu0=powersave,cpu1=schedutil``) do not fit the API's value
+  pattern: ``current``/``original`` are left out and the per-CPU values go to the message.
+- ProcessEntry names the container, the cgroup names its ID: ``container_ids`` maps
+  (podUID, containerName) to the ID from the pod's status; without it the whole pod is tuned.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from kubetune.api import (
+    Condition,
+    ConditionStatus,
+    NodeTuning,
+    NodeTuningMode,
+    NodeTuningSpec,
+    NodeTuningStatus,
+    parse_duration,
+)
+from kubetune.api.nodetuning import (
+    APPLIED,
+    DEGRADED,
+    BlockDevice,
+    DeviceClass,
+    KnobState,
+    KnobStatus,
+    MetricsSummary,
+    ProcessStatus,
+)
+
+from .adaptive import GovernorRule, SwappinessRule, ThermalRule, Threshold
+from .agent import AdaptivePlan, AgentPlan, CycleReport
+from .collectors import BlockDeviceInfo
+from .executor import KnobResult, KnobTarget, TuningState
+from .process import ProcessTarget
+
+_VALUE = re.compile(r"^[a-zA-Z0-9 \t._-]*$")
+_IO_CLASS = {"BestEffort": "best-effort", "Idle": "idle"}
+_STATE = {TuningState.FAILED: KnobState.PENDING}
+_SETTLED = {TuningState.APPLIED, TuningState.UNSUPPORTED, TuningState.RESTORED}
+
+
+def plan_from_node_tuning(obj: Mapping, container_ids: Mapping[tuple[str, str], str] | None = None
+                          ) -> AgentPlan:
+    """The agent's plan for a NodeTuning object as the API server returned it."""
+    return plan_from_spec(NodeTuning.model_validate(obj).spec, container_ids or {})
+
+
+def plan_from_spec(spec: NodeTuningSpec, container_ids: Mapping[tuple[str, str], str]) -> AgentPlan:
+    knobs = tuple(KnobTarget(k.key, k.value, k.reason or k.policy) for k in spec.knobs)
+    processes = tuple(
+        ProcessTarget(
+            pod_uid=p.pod_uid,
+            container_id=container_ids.get((p.pod_uid, p.container_name)),
+            nice=p.nice,
+            io_class=_IO_CLASS[p.io_class.value] if p.io_class else None,
+            io_priority=p.io_priority,
+            cpus=tuple(p.cpus) or None,
+            name=f"{p.namespace}/{p.pod_name}/{p.container_name}",
+            reason=p.policy,
+        )
+        for p in spec.processes
+    )
+    return AgentPlan(dry_run=spec.mode is not NodeTuningMode.AUTO, knobs=knobs, processes=processes,
+                     adaptive=adaptive_plan(spec), thresholds=thresholds(spec))
+
+
+def adaptive_plan(spec: NodeTuningSpec) -> AdaptivePlan:
+    rules = spec.adaptive
+    cpu = rules.cpu if rules else None
+    memory = rules.memory if rules else None
+    governor = thermal = swappiness = None
+    if cpu and cpu.governor:
+        g = cpu.governor
+        governor = GovernorRule(g.high_load.value, g.low_load.value, g.default.value,
+                                g.high_load_above_percent, g.low_load_below_percent,
+                                parse_duration(g.sustained_for).total_seconds())
+    if cpu and cpu.thermal and cpu.thermal.reduce_frequency:
+        thermal = ThermalRule(floor=cpu.thermal.max_frequency_percent)
+    if memory and memory.swappiness:
+        low, high = memory.swappiness.min, memory.swappiness.max
+        swappiness = SwappinessRule(minimum=low, maximum=high, neutral=(low + high) // 2)
+    return AdaptivePlan(governor, thermal, swappiness)
+
+
+def thresholds(spec: NodeTuningSpec) -> tuple[Threshold, ...]:
+    """Node thresholds over NodeSummary fields; the critical level (or the only level) counts."""
+    t = spec.thresholds
+    cpu_period = parse_duration(t.cpu.sustained_for).total_seconds()
+    return (
+        Threshold("cpu_utilization_percent", t.cpu.critical_percent, cpu_period),
+        Threshold("memory_used_percent", t.memory.critical_percent),
+        Threshold("swap_used_percent", t.memory.swap_warning_percent),
+        Threshold("disk_latency_ms", t.disk.latency_critical_ms),
+        Threshold("disk_queue_depth", t.disk.queue_depth_warning),
+        Threshold("tcp_connect_ms", t.network.latency_warning_ms),
+        Threshold("network_loss_percent", t.network.packet_loss_warning_percent),
+    )
+
+
+def block_device(info: BlockDeviceInfo) -> BlockDevice:
+    kind = (DeviceClass.NVME if info.name.startswith("nvme")
+            else DeviceClass.HDD if info.rotational else DeviceClass.SSD)
+    return BlockDevice(name=info.name, device_class=kind, scheduler=info.scheduler,
+                       available_schedulers=info.available_schedulers[:8], read_ahead_kb=info.read_ahead_kb)
+
+
+def knob_status(result: KnobResult) -> KnobStatus:
+    values = {"original": result.original, "desired": result.desired, "current": result.current}
+    unfit = {k: v for k, v in values.items() if v is not None and not _VALUE.match(v)}
+    message = result.message
+    if unfit:
+        message = f"{message} ({', '.join(f'{k}: {v}' for k, v in unfit.items())})".strip()
+    return KnobStatus(key=result.key, state=_api_state(result.state),
+                      message=message[:1024],
+                      **{k: v for k, v in values.items() if k not in unfit and v is not None})
+
+
+def status_from_report(report: CycleReport, generation: int | None, previous: NodeTuningStatus | None,
+                       block_devices: Iterable[BlockDeviceInfo], now: datetime) -> NodeTuningStatus:
+    """The NodeTuning status for one cycle; condition times carry over while a status holds."""
+    knobs = tuple(knob_status(r) for r in report.knobs)
+    processes = tuple(
+        ProcessStatus(pod_uid=p.pod_uid, container_name=p.name.rsplit("/", 1)[-1] or "unknown",
+                      state=_api_state(p.state), processes=p.threads,
+                      message=p.message[:1024])
+        for p in report.processes
+    )
+    old = {c.type: c for c in (previous.conditions if previous else ())}
+    conditions = (
+        _condition(APPLIED, *_applied(report), generation, old, now),
+        _condition(DEGRADED, *_degraded(report), generation, old, now),
+    )
+    summary = report.summary
+    metrics = MetricsSummary(
+        cpu_percent=summary.cpu_utilization_percent, load1=report.sample.cpu.load1,
+        memory_percent=summary.memory_used_percent, swap_percent=summary.swap_used_percent,
+        disk_latency_ms_max=summary.disk_latency_ms,
+        network_drops_per_second=summary.network_drops_errors_per_second,
+    ) if summary else None
+    return NodeTuningStatus(observed_generation=generation, conditions=conditions, knobs=knobs,
+                            processes=processes, block_devices=tuple(block_device(d) for d in block_devices), metrics=metrics,
+                            heartbeat_time=now)
+
+
+def _api_state(state: TuningState) -> KnobState:
+    return _STATE[state] if state in _STATE else KnobState(state.value)
+
+
+def _applied(report: CycleReport) -> tuple[bool, str, str]:
+    results = [*report.knobs, *report.processes]
+    if any(r.state is TuningState.PLANNED for r in results):
+        return False, "Recommend", "mode Recommend: the plan is in status, nothing was written"
+    for state, reason in ((TuningState.REFUSED, "Refused"), (TuningState.FAILED, "WriteFailed"),
+                          (TuningState.CONFLICT, "Conflict")):
+        bad = [r for r in results if r.state is state]
+        if bad:
+            return False, reason, "; ".join(f"{getattr(r, 'key', r.name)}: {r.message}" for r in bad)
+    return True, "Applied", f"{sum(r.state in _SETTLED for r in results)} settings in place"
+
+
+def _degraded(report: CycleReport) -> tuple[bool, str, str]:
+    conflicts = [r for r in report.knobs if r.state is TuningState.CONFLICT]
+    if conflicts:
+        return True, "ValueChangedByAnotherWriter", "; ".join(r.message for r in conflicts)
+    breached = [t for t in report.thresholds if t.breached]
+    if breached:
+        return True, "ThresholdExceeded", "; ".join(t.message for t in breached)
+    return False, "WithinThresholds", "no threshold crossed for its sustained period"
+
+
+def _condition(kind: str, true: bool, reason: str, message: str, generation: int | None,
+               old: Mapping[str, Condition], now: datetime) -> Condition:
+    status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+    previous = old.get(kind)
+    since = previous.last_transition_time if previous and previous.status == status else now
+    return Condition(type=kind, status=status, reason=reason, message=message[:32768],
+                     last_transition_time=since, observed_generation=generation)

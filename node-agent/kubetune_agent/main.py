@@ -1,0 +1,184 @@
+"""``kubetune-agent``: the node agent process. Kubernetes wiring only; the work is in ``agent``.
+
+Every interval (and as soon as the NodeTuning changes) it samples the host, reconciles the plan of
+the NodeTuning named ``NODE_NAME`` and writes that object's status; condition changes become
+Events on the Node. RBAC: get/list/watch nodetunings, patch nodetunings/status, create events,
+get pods (to map container names to container IDs; without it a whole pod is tuned).
+
+    kubetune-agent                 # in the DaemonSet
+    kubetune-agent --metrics-only  # collect and serve /metrics, no Kubernetes, no writes
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+
+import psutil
+
+from .agent import AgentPlan, CycleReport, NodeAgent
+from .collectors import NodeCollector, block_devices
+from .errors import AgentError, SettingsError
+from .executor import KnobExecutor
+from .exporter import NodeMetrics, serve_metrics
+from .hostfs import HostFS
+from .journal import Journal
+from .process import ProcessTuner, normalise_container_id
+from .settings import AgentSettings
+
+log = logging.getLogger("kubetune_agent")
+
+
+def build_agent(settings: AgentSettings) -> tuple[NodeAgent, NodeMetrics]:
+    fs = HostFS(settings.host_root)
+    journal = Journal(settings.journal_dir)
+    metrics = NodeMetrics()
+    agent = NodeAgent(NodeCollector(fs, settings.latency_targets), KnobExecutor(fs, journal),
+                      ProcessTuner(fs, journal), metrics)
+    return agent, metrics
+
+
+def run_metrics_only(settings: AgentSettings, agent: NodeAgent) -> None:
+    while True:
+        started = time.monotonic()
+        agent.cycle(None)
+        time.sleep(max(0.0, settings.collection_interval_seconds - (time.monotonic() - started)))
+
+
+class NodeTuningWatch:
+    """Watches one NodeTuning, applies it each interval, writes its status and Node Events."""
+
+    def __init__(self, settings: AgentSettings, agent: NodeAgent) -> None:
+        from kubernetes import client, config, watch
+
+        from kubetune import constants
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.settings, self.agent = settings, agent
+        self.custom, self.core, self.watch = client.CustomObjectsApi(), client.CoreV1Api(), watch
+        self.client = client
+        self.group, self.version = constants.GROUP, constants.VERSION
+        self.plural = constants.NODE_TUNING.plural
+        self.obj: dict | None = None
+        self.known = False  # whether the API server has told us the object's state yet
+
+    def run(self) -> None:
+        name = self.settings.node_name
+        while True:
+            try:
+                self.refresh()
+                self.tick()
+                # The watch's server-side timeout is the collection interval: each return is a tick.
+                stream = self.watch.Watch().stream(
+                    self.custom.list_cluster_custom_object, self.group, self.version, self.plural,
+                    field_selector=f"metadata.name={name}",
+                    timeout_seconds=max(1, int(self.settings.collection_interval_seconds)))
+                for event in stream:
+                    self.obj = None if event["type"] == "DELETED" else event["object"]
+                    self.known = True
+                    self.tick()
+            except self.client.ApiException as error:
+                log.warning("API server: %s %s; sampling only until it answers", error.status, error.reason)
+                self.known = False
+                self.agent.cycle(None)
+                time.sleep(self.settings.collection_interval_seconds)
+
+    def refresh(self) -> None:
+        try:
+            self.obj = self.custom.get_cluster_custom_object(self.group, self.version, self.plural,
+                                                             self.settings.node_name)
+        except self.client.ApiException as error:
+            if error.status != 404:
+                raise
+            self.obj = None  # no NodeTuning: the plan is empty, journaled originals go back
+        self.known = True
+
+    def tick(self) -> None:
+        from . import contract
+
+        if not self.known:
+            self.agent.cycle(None)
+            return
+        plan = contract.plan_from_node_tuning(self.obj, self.container_ids()) if self.obj else \
+            AgentPlan(dry_run=False)
+        report = self.agent.cycle(plan)
+        if self.obj is not None:
+            self.write_status(report)
+
+    def container_ids(self) -> dict[tuple[str, str], str]:
+        ids = {}
+        for entry in (self.obj or {}).get("spec", {}).get("processes", []):
+            try:
+                pod = self.core.read_namespaced_pod(entry["podName"], entry["namespace"])
+            except self.client.ApiException:
+                continue
+            for status in pod.status.container_statuses or []:
+                if status.container_id and status.name == entry["containerName"]:
+                    ids[(entry["podUID"], status.name)] = normalise_container_id(status.container_id)
+        return ids
+
+    def write_status(self, report: CycleReport) -> None:
+        from kubetune.api import NodeTuning
+
+        from . import contract
+
+        current = NodeTuning.model_validate(self.obj)
+        status = contract.status_from_report(report, current.generation, current.status,
+                                             block_devices(self.agent.collector.fs), datetime.now(UTC))
+        self.custom.patch_cluster_custom_object_status(self.group, self.version, self.plural,
+                                                       self.settings.node_name, {"status": status.to_dict()})
+        before = {c.type: c.status for c in (current.status.conditions if current.status else ())}
+        for condition in status.conditions:
+            if before.get(condition.type) != condition.status:
+                self.node_event(condition.type, condition.reason, condition.message,
+                                warning=condition.type == "Degraded" and condition.status.value == "True")
+
+    def node_event(self, kind: str, reason: str, message: str, warning: bool) -> None:
+        now = datetime.now(UTC)
+        node = self.settings.node_name
+        body = self.client.CoreV1Event(
+            metadata=self.client.V1ObjectMeta(generate_name=f"{node}.kubetune-"),
+            involved_object=self.client.V1ObjectReference(kind="Node", name=node, api_version="v1"),
+            reason=reason, message=f"{kind}: {message}"[:1024], type="Warning" if warning else "Normal",
+            source=self.client.V1EventSource(component="kubetune-agent", host=node),
+            first_timestamp=now, last_timestamp=now, count=1)
+        try:
+            self.core.create_namespaced_event("default", body)
+        except self.client.ApiException as error:
+            log.warning("event on node %s not recorded: %s", node, error.reason)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubetune-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="collect and serve /metrics only: no Kubernetes, no host writes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = AgentSettings.from_env()
+        if not args.metrics_only and not settings.node_name:
+            raise SettingsError("NODE_NAME: required (the Node and NodeTuning this agent serves)")
+        psutil.PROCFS_PATH = str(settings.host_root / "proc")  # the host's /proc (hostPID)
+        agent, metrics = build_agent(settings)
+        serve_metrics(metrics, settings.metrics_address, settings.metrics_port)
+    except AgentError as error:
+        print(f"kubetune-agent: {error}", file=sys.stderr)
+        return 2
+    log.info("kubetune-agent: host root %s, journal %s, every %ss, metrics on :%s",
+             settings.host_root, settings.journal_dir, settings.collection_interval_seconds,
+             settings.metrics_port)
+    if args.metrics_only:
+        run_metrics_only(settings, agent)
+    else:
+        NodeTuningWatch(settings, agent).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
