@@ -45,7 +45,7 @@ from .adaptive import GovernorRule, SwappinessRule, ThermalRule, Threshold
 from .agent import AdaptivePlan, AgentPlan, CycleReport
 from .collectors import BlockDeviceInfo
 from .executor import KnobResult, KnobTarget, TuningState
-from .process import ProcessTarget
+from .process import ProcessResult, ProcessTarget
 
 _VALUE = re.compile(r"^[a-zA-Z0-9 \t._-]*$")
 _IO_CLASS = {"BestEffort": "best-effort", "Idle": "idle"}
@@ -168,8 +168,12 @@ def _applied(report: CycleReport) -> tuple[bool, str, str]:
                           (TuningState.CONFLICT, "Conflict")):
         bad = [r for r in results if r.state is state]
         if bad:
-            return False, reason, "; ".join(f"{getattr(r, 'key', r.name)}: {r.message}" for r in bad)
+            return False, reason, "; ".join(f"{_subject(r)}: {r.message}" for r in bad)
     return True, "Applied", f"{sum(r.state in _SETTLED for r in results)} settings in place"
+
+
+def _subject(result: KnobResult | ProcessResult) -> str:
+    return result.key if isinstance(result, KnobResult) else result.name or result.pod_uid
 
 
 def _degraded(report: CycleReport) -> tuple[bool, str, str]:
