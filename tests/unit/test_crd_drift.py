@@ -10,7 +10,7 @@ import yaml
 
 from kubetune import constants
 from kubetune.api import SYSCTL_ALLOW_LIST, crd_manifests
-from kubetune.api.crdgen import main, rendered_files
+from kubetune.api.crdgen import DOCS_BEGIN, docs_with_reference, main, rendered_files
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +24,12 @@ def test_checked_in_crds_match_the_models():
     assert sorted(on_disk) == sorted(wanted)
     for name, text in wanted.items():
         assert on_disk[name] == text, f"{name} is stale: run `python -m kubetune.api.crdgen`"
+
+
+def test_docs_field_reference_matches_the_models():
+    text = (REPO / "docs" / "api.md").read_text()
+    assert DOCS_BEGIN in text
+    assert docs_with_reference(text) == text, "docs/api.md is stale: run `python -m kubetune.api.crdgen`"
 
 
 def test_check_flag_reports_drift(tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from kubetune import constants
-from kubetune.api.common import KubeObject
+from kubetune.api.common import DURATION_PATTERN, QUANTITY_PATTERN, KubeObject
 from kubetune.api.nodetuning import NodeTuning
 from kubetune.api.nodetuningpolicy import NodeTuningPolicy
 from kubetune.api.performancepolicy import PerformancePolicy
@@ -161,6 +162,76 @@ def default_output_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "deploy" / "crds"
 
 
+# --- the field reference in docs/api.md -------------------------------------------------------------
+
+DOCS_BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (python -m kubetune.api.crdgen) -->"
+DOCS_END = "<!-- END GENERATED FIELD REFERENCE -->"
+_PATTERN_NAMES = {DURATION_PATTERN: "duration", QUANTITY_PATTERN: "quantity"}
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    parts = []
+    if "enum" in node:
+        parts.append(" \\| ".join(f"`{v}`" for v in node["enum"]))
+    if "minimum" in node or "maximum" in node:
+        parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
+    if "pattern" in node:
+        parts.append(_PATTERN_NAMES.get(node["pattern"], "pattern"))
+    if "maxItems" in node:
+        parts.append(f"at most {node['maxItems']}")
+    if node.get("x-kubernetes-list-type") == "map":
+        parts.append("unique by " + ", ".join(node["x-kubernetes-list-map-keys"]))
+    parts += [rule["message"] for rule in node.get("x-kubernetes-validations", [])]
+    return "; ".join(parts)
+
+
+def _rows(node: dict[str, Any], path: str, required: bool = False):
+    kind = node["type"]
+    if kind == "array" and node["items"].get("type") != "object":
+        kind = f"[]{node['items']['type']}"
+        constraints = "; ".join(c for c in (_constraints(node), _constraints(node["items"])) if c)
+    else:
+        constraints = _constraints(node)
+    if required:
+        constraints = "; ".join(c for c in ("**required**", constraints) if c)
+    default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
+    if isinstance(node.get("default"), dict) and node["default"]:
+        default = "its fields' defaults"
+    if isinstance(node.get("default"), list) and any(isinstance(d, dict) for d in node["default"]):
+        default = "see [Defaults](#defaults)"
+    text = node.get("description", "").replace("|", "\\|")
+    yield f"| `{path}` | {kind} | {default} | {constraints} | {text} |"
+    holder = node["items"] if node["type"] == "array" else node
+    for name, child in holder.get("properties", {}).items():
+        yield from _rows(child, f"{path}[].{name}" if node["type"] == "array" else f"{path}.{name}",
+                         name in holder.get("required", ()))
+
+
+def field_reference() -> str:
+    """A Markdown table per kind: every field, its type, default, constraints and description."""
+    out = [DOCS_BEGIN, ""]
+    for manifest in crd_manifests():
+        schema = manifest["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        out += [f"### {manifest['spec']['names']['kind']} fields", "",
+                "| field | type | default | constraints | description |", "|---|---|---|---|---|"]
+        for part in ("spec", "status"):
+            out += list(_rows(schema["properties"][part], part))
+        out.append("")
+    out.append(DOCS_END)
+    return "\n".join(out)
+
+
+def docs_path() -> Path:
+    return Path(__file__).resolve().parents[3] / "docs" / "api.md"
+
+
+def docs_with_reference(text: str) -> str:
+    """`text` (docs/api.md) with the generated section replaced by the current one."""
+    head, _, rest = text.partition(DOCS_BEGIN)
+    _, _, tail = rest.partition(DOCS_END)
+    return head + field_reference() + tail
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kubetune.api.crdgen", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the files on disk differ from the models")
@@ -168,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     wanted = rendered_files()
+    docs = docs_path()
+    docs_text = docs.read_text() if docs.exists() and args.out == default_output_dir() else None
     if args.check:
+        if docs_text is not None and docs_with_reference(docs_text) != docs_text:
+            print(f"{docs}: the field reference differs from the models", file=sys.stderr)
+            print("run `python -m kubetune.api.crdgen` and commit the result", file=sys.stderr)
+            return 1
         stale = [name for name, text in wanted.items()
                  if not (args.out / name).exists() or (args.out / name).read_text() != text]
         extra = sorted(p.name for p in args.out.glob("*.kubetune.io.yaml") if p.name not in wanted)
@@ -184,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in wanted.items():
         (args.out / name).write_text(text)
         print(args.out / name)
+    if docs_text is not None and DOCS_BEGIN in docs_text:
+        docs.write_text(docs_with_reference(docs_text))
+        print(docs)
     return 0
 
 

@@ -81,6 +81,8 @@ KnobKey = Annotated[str, Field(pattern=KNOB_KEY_PATTERN, max_length=128)]
 # Letters, digits, spaces, tabs, dot, underscore, dash: enough for every knob, and no newline or
 # control character can reach a /proc or /sys write.
 KnobValue = Annotated[str, Field(pattern=r"^[a-zA-Z0-9 \t._-]*$", max_length=256)]
+# What the agent read from the node may also be per-CPU (`cpu0=powersave,cpu1=schedutil`).
+ObservedValue = Annotated[str, Field(pattern=r"^[a-zA-Z0-9 \t._,=-]*$", max_length=1024)]
 PolicyRef = Annotated[str, Field(max_length=320)]
 
 
@@ -170,9 +172,10 @@ class KnobState(str, Enum):
     APPLIED = "Applied"          # written and read back equal to desired
     PENDING = "Pending"          # accepted, not yet written
     PLANNED = "Planned"          # Recommend mode: would be written
+    FAILED = "Failed"            # the write raised, or the value read back differs
     UNSUPPORTED = "Unsupported"  # the node lacks it (no cpufreq, no such device or scheduler)
     REFUSED = "Refused"          # the agent's validation refused the value
-    CONFLICT = "Conflict"        # policies of equal priority disagree
+    CONFLICT = "Conflict"        # policies of equal priority disagree, or another writer changed the value
     RESTORED = "Restored"        # no longer desired; the original value is back
 
 
@@ -181,14 +184,14 @@ class KnobStatus(KubeModel):
 
     key: KnobKey
     """The knob."""
-    original: KnobValue | None = None
+    original: ObservedValue | None = None
     """The value before kubetune first wrote it (journaled on the node); restored when no longer desired."""
     desired: KnobValue | None = None
     """The value the plan asks for."""
-    current: KnobValue | None = None
+    current: ObservedValue | None = None
     """The value read back from the node."""
     state: KnobState
-    """Applied, Pending, Planned, Unsupported, Refused, Conflict or Restored."""
+    """Applied, Pending, Planned, Failed, Unsupported, Refused, Conflict or Restored."""
     message: str = Field(default="", max_length=1024)
     """Why the knob is in this state."""
 
@@ -201,7 +204,7 @@ class ProcessStatus(KubeModel):
     container_name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
     """The container's name."""
     state: KnobState
-    """Applied, Pending, Planned, Unsupported or Refused."""
+    """Applied, Pending, Planned, Failed, Unsupported or Refused."""
     processes: int = Field(default=0, ge=0)
     """How many processes were tuned."""
     message: str = Field(default="", max_length=1024)
