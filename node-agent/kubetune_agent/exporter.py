@@ -87,11 +87,18 @@ class NodeMetrics(Collector):
             in_flight.add_metric([disk.device], disk.io_in_progress)
         yield in_flight
         yield from _per_device(NETWORK_COUNTERS, sample.networks)
-        states = GaugeMetricFamily(PREFIX + "tcp_connections", "TCP sockets by state (IPv4 and "
-                                   "IPv6).", labels=["state"])
-        for state, count in sample.tcp_states.items():
-            states.add_metric([state], count)
-        yield states
+        tcp = sample.tcp
+        sockets = GaugeMetricFamily(PREFIX + "tcp_sockets", "TCP sockets by state (IPv4 and IPv6 "
+                                    "for time_wait and orphaned; established from CurrEstab).",
+                                    labels=["state"])
+        for state, count in (("established", tcp.established), ("time_wait", tcp.time_wait),
+                             ("orphaned", tcp.orphaned)):
+            sockets.add_metric([state], count)
+        yield sockets
+        yield _gauge("tcp_sockets_in_use", "TCP sockets in use (IPv4 and IPv6).", tcp.in_use)
+        yield _counter("tcp_received_segments", "TCP segments received.", tcp.received_segments)
+        yield _counter("tcp_retransmitted_segments", "TCP segments retransmitted.",
+                       tcp.retransmitted_segments)
         if sample.tcp_connect_seconds:
             connect = GaugeMetricFamily(PREFIX + "tcp_connect_seconds", "TCP connect time to a "
                                         "latency target (network latency).", labels=["target"])

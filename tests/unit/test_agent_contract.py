@@ -9,7 +9,7 @@ import pytest
 from kubetune.api import NodeTuningStatus
 from kubetune_agent.adaptive import ThresholdReason, ThresholdStatus
 from kubetune_agent.agent import CycleReport
-from kubetune_agent.collectors import BlockDeviceInfo, CpuSample, MemorySample, NodeSample
+from kubetune_agent.collectors import BlockDeviceInfo, CpuSample, MemorySample, NodeSample, TcpSample
 from kubetune_agent.contract import plan_from_node_tuning, status_from_report
 from kubetune_agent.executor import KnobResult, TuningState
 
@@ -30,7 +30,7 @@ NODE_TUNING = {
     },
 }
 SAMPLE = NodeSample(0.0, CpuSample({}, 0.5, 0.4, 0.3, 1, 1, 1, 2),
-                    MemorySample(1, 1, 50.0, 0, 0, 0, 0, 0, 0, 0, 0), (), (), {}, {}, None)
+                    MemorySample(1, 1, 50.0, 0, 0, 0, 0, 0, 0, 0, 0), (), (), TcpSample(0, 0, 0, 0, 0, 0), {}, None)
 
 
 def test_plan_from_node_tuning():
