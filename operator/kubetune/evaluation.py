@@ -1,0 +1,352 @@
+"""The evaluation loop, the hot path: every tick, take the policies whose interval has elapsed, ask
+Prometheus one batched query per metric family, join the answers with the pod index, decide, act,
+and report in status, Events and /metrics.
+
+Only this module and the actuators change anything; the decisions themselves are pure
+(`kubetune.decisions`). Before an action is made, its intent is written to the policy's status
+(lastAction), so an operator killed between the write and the change, once restarted, sees the
+action in its history (cooldown) and does not make it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from kubetune.api.common import Mode, parse_duration
+from kubetune.api.performancepolicy import ActionRecord, PerformancePolicySpec, ScalingMethod
+from kubetune.decisions import Decision, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
+from kubetune.kube import Kube, KubeError
+from kubetune.metrics import OperatorMetrics
+from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
+from kubetune.promql import QueryPlan, cycle_queries, policy_query
+from kubetune.settings import OperatorSettings
+from kubetune.signals import current_resources, workload_signals
+from kubetune.status import action_record, containers_status, set_condition, signals_status
+from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef, format_quantity
+
+log = logging.getLogger(__name__)
+
+# Reasons that are not worth a Warning Event.
+QUIET_REASONS = {Reason.NO_RULE_FIRED, Reason.MODE_OFF, Reason.SCALED_UP, Reason.SCALED_DOWN, Reason.OPTIMIZED,
+                 Reason.COOLDOWN}
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """What the index keeps of a PerformancePolicy."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    created: str
+    spec: PerformancePolicySpec | None
+    spec_error: str | None
+    status: Mapping[str, Any]
+
+    @property
+    def target(self) -> WorkloadRef | None:
+        return WorkloadRef(self.namespace, self.spec.target_ref.kind.value, self.spec.target_ref.name) if self.spec else None
+
+    def involved(self) -> dict[str, str]:
+        return {"apiVersion": "kubetune.io/v1alpha1", "kind": "PerformancePolicy", "name": self.name,
+                "namespace": self.namespace, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class WorkloadRecord:
+    uid: str
+    template: tuple[ContainerResources, ...]
+
+
+@dataclass
+class ClusterView:
+    """The indexes, as plain mappings (kopf's indexes in the operator, dicts in tests)."""
+
+    policies: Iterable[PolicyRecord]
+    pods: Mapping[WorkloadRef, Iterable[PodRecord]]
+    workloads: Mapping[WorkloadRef, WorkloadRecord]
+    hpas: Mapping[WorkloadRef, frozenset[str]] = field(default_factory=dict)
+    node_capacity: Mapping[str, float] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, str], float], clock: float) -> list[PolicyRecord]:
+    due = []
+    for p in policies:
+        if p.spec is None or p.spec.mode is Mode.OFF:
+            due.append(p)  # still reported: an invalid or switched-off policy says so in status
+            continue
+        if clock - last_run.get((p.namespace, p.name), float("-inf")) >= parse_duration(p.spec.interval).total_seconds():
+            due.append(p)
+    return due
+
+
+def conflicting(policies: Iterable[PolicyRecord]) -> dict[tuple[str, str], PolicyRecord]:
+    """Policies that target a workload an older policy already targets -> that older policy."""
+    owners: dict[WorkloadRef, PolicyRecord] = {}
+    for p in sorted((p for p in policies if p.spec), key=lambda p: (p.created, p.name)):
+        owners.setdefault(p.target, p)
+    return {(p.namespace, p.name): owners[p.target] for p in policies
+            if p.spec and owners[p.target] is not p}
+
+
+def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPlan:
+    namespaces, sustained, histograms = set(), set(), set()
+    for p in policies:
+        if not p.spec or p.spec.mode is Mode.OFF:
+            continue
+        namespaces.add(p.namespace)
+        for rule in p.spec.rules:
+            resource = {"cpuUtilization": "cpu", "memoryUtilization": "memory"}.get(rule.metric.value)
+            if resource and rule.sustained_for:
+                sustained.add((resource, rule_value_aggregate(rule), rule.sustained_for))
+        latency = p.spec.metrics.latency if p.spec.metrics else None
+        if latency and latency.histogram:
+            histograms.add(latency.histogram)
+    return QueryPlan(frozenset(namespaces), frozenset(sustained), frozenset(histograms), with_history)
+
+
+def past_actions(status: Mapping[str, Any]) -> tuple[ActionRecord, ...]:
+    records = [status.get("lastAction"), *(status.get("history") or [])]
+    return tuple(ActionRecord.model_validate(r) for r in records if r)
+
+
+def resources_patch(decision: Decision, current: tuple[ContainerResources, ...]) -> dict[str, dict[str, dict[str, str]]]:
+    """The full requests/limits of each changed container, with the decision's changes applied."""
+    by_name = {c.name: c for c in current}
+    patch: dict[str, dict[str, dict[str, str]]] = {}
+    for ch in decision.changes:
+        c = by_name[ch.container]
+        entry = patch.setdefault(ch.container, {
+            "requests": {r: format_quantity(r, v) for r, v in c.requests.items()},
+            "limits": {r: format_quantity(r, v) for r, v in c.limits.items()}})
+        entry[ch.value][ch.resource] = format_quantity(ch.resource, ch.new)
+    return {name: {k: v for k, v in entry.items() if v} for name, entry in patch.items()}
+
+
+class Evaluator:
+    def __init__(self, settings: OperatorSettings, prometheus: Prometheus, kube: Kube, metrics: OperatorMetrics,
+                 clock: Callable[[], datetime] = _now):
+        self.settings, self.prometheus, self.kube, self.metrics, self.clock = settings, prometheus, kube, metrics, clock
+        self.last_run: dict[tuple[str, str], float] = {}
+        self.last_reason: dict[tuple[str, str], str] = {}
+        self.last_history_fetch = float("-inf")
+        self.history_cache: dict[str, Samples] = {}
+
+    async def run_forever(self, view: Callable[[], ClusterView]) -> None:
+        while True:
+            try:
+                await self.cycle(view())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad cycle must not stop the loop; the next one retries
+                log.exception("evaluation cycle failed")
+                self.metrics.cycle_failures.inc()
+            await asyncio.sleep(self.settings.tick)
+
+    async def cycle(self, view: ClusterView) -> None:
+        clock = time.monotonic()
+        policies = list(view.policies)
+        due = due_policies(policies, self.last_run, clock)
+        if not due:
+            return
+        start = time.perf_counter()
+        # History queries (a day of usage) are heavy; their answer changes slowly.
+        with_history = clock - self.last_history_fetch >= 300
+        queries = cycle_queries(query_plan(due, with_history), rate_window=self.settings.rate_window,
+                                step=self.settings.query_step, history=self.settings.recommendation_window)
+        results: dict[str, Samples] | None = None
+        prometheus_error = None
+        try:
+            results, stats = await asyncio.to_thread(self.prometheus.fetch, queries)
+            self.metrics.observe_queries(stats)
+            if with_history:
+                self.last_history_fetch = clock
+                self.history_cache = {k: v for k, v in results.items() if k in ("cpu_p50", "cpu_p90", "cpu_peak",
+                                                                                  "memory_peak", "oom_kills")}
+            else:
+                results = {**self.history_cache, **results}
+        except PrometheusUnavailable as e:
+            prometheus_error = str(e)
+            self.metrics.prometheus_failures.inc()
+        conflicts = conflicting(policies)
+        for policy in due:
+            self.last_run[(policy.namespace, policy.name)] = clock
+            try:
+                await self.evaluate(policy, view, results, prometheus_error, conflicts.get((policy.namespace, policy.name)))
+            except KubeError as e:
+                log.warning("policy %s/%s: %s", policy.namespace, policy.name, e)
+        self.metrics.cycle_seconds.observe(time.perf_counter() - start)
+
+    async def evaluate(self, policy: PolicyRecord, view: ClusterView, results: Mapping[str, Samples] | None,
+                       prometheus_error: str | None, conflict_with: PolicyRecord | None) -> None:
+        now = self.clock()
+        key = (policy.namespace, policy.name)
+        status = dict(policy.status)
+        conditions = list(status.get("conditions") or [])
+        gen = policy.generation
+
+        def cond(type_, ok, reason, message):
+            nonlocal conditions
+            conditions = set_condition(conditions, type_, ok, reason, message, generation=gen, now=now)
+
+        async def report(reason: str, message: str, warning: bool, extra: Mapping[str, Any] = {}):
+            await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name,
+                                    {**extra, "observedGeneration": gen, "conditions": conditions})
+            if self.last_reason.get(key) != reason:
+                self.last_reason[key] = reason
+                await asyncio.to_thread(self.kube.event, policy.involved(), "Warning" if warning else "Normal",
+                                        reason, message)
+
+        self.metrics.evaluations.inc()
+        if policy.spec is None:
+            cond("Ready", False, "InvalidSpec", policy.spec_error or "invalid spec")
+            return await report("InvalidSpec", policy.spec_error or "invalid spec", True)
+        spec = policy.spec
+        if spec.mode is Mode.OFF:
+            cond("Ready", True, "ModeOff", "mode is Off: nothing is evaluated or changed")
+            return await report("ModeOff", "mode is Off", False)
+        if conflict_with is not None:
+            message = (f"PerformancePolicy {conflict_with.name} already targets {spec.target_ref.kind.value} "
+                       f"{spec.target_ref.name}; this policy is ignored until that one is removed")
+            cond("Ready", False, "Conflict", message)
+            return await report("Conflict", message, True)
+        target = policy.target
+        workload = view.workloads.get(target)
+        if workload is None:
+            message = f"{target.kind} {target.namespace}/{target.name} not found"
+            cond("TargetFound", False, "TargetNotFound", message)
+            cond("Ready", False, "TargetNotFound", message)
+            return await report("TargetNotFound", message, True)
+        cond("TargetFound", True, "Found", f"{target.kind} {target.name}")
+        pods = list(view.pods.get(target, ()))
+        resources = current_resources(pods, workload.template)
+        app: dict[str, float | None] = {}
+        if results is not None:
+            try:
+                app = await self._application_metrics(policy, pods)
+            except PrometheusUnavailable as e:
+                results, prometheus_error = None, str(e)
+        if results is None:
+            message = f"Prometheus at {self.settings.prometheus_url} is unavailable, no action taken: {prometheus_error}"
+            cond("MetricsAvailable", False, "PrometheusUnavailable", message)
+            cond("Ready", False, "PrometheusUnavailable", message)
+            return await report("PrometheusUnavailable", message, True)
+        latency = spec.metrics.latency if spec.metrics else None
+        signals = workload_signals(results, policy.namespace, pods, resources,
+                                   histogram=latency.histogram if latency else None,
+                                   percentiles=latency.percentiles if latency else (), **app)
+        if not any(c.usage.get("cpu") is not None for c in signals.containers):
+            message = (f"no CPU usage series for the {len([p for p in pods if p.phase == 'Running'])} running pods of "
+                       f"{target.kind} {target.name} (container_cpu_usage_seconds_total); no action taken")
+            cond("MetricsAvailable", False, "NoData", message)
+            cond("Ready", True, "NoData", message)
+            return await report("NoData", message, True,
+                                {"containers": containers_status(signals, resources, {})})
+        decision = decide(PolicyInputs(spec=spec, signals=signals, now=now, past_actions=past_actions(status),
+                                       node_capacity=view.node_capacity, hpa_resources=view.hpas.get(target, frozenset())))
+        self.metrics.decisions.labels(reason=decision.reason.value).inc()
+        missing = [e for e in decision.evidence if "not available" in e or "no " in e.split(":", 1)[-1][:4]]
+        cond("MetricsAvailable", True, "Available", "; ".join(missing) or "every signal the rules use is available")
+        recommendations = {c.name: recommend(c, container_policy(spec, c.name), view.node_capacity)
+                           for c in signals.containers}
+        extra: dict[str, Any] = {"signals": signals_status(signals, now),
+                                 "containers": containers_status(signals, resources, recommendations)}
+        extra.update(self._record(status, decision, now))
+        if decision.apply:
+            await self._act(policy, target, decision, resources, pods, extra, cond, now)
+        cond("Ready", True, decision.reason.value, decision.message)
+        if "Degraded" not in {c["type"] for c in conditions}:
+            cond("Degraded", False, "AsExpected", "the last action succeeded or none was needed")
+        await report(decision.reason.value, decision.message, decision.reason not in QUIET_REASONS, extra)
+
+    def _record(self, status: Mapping[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:
+        """A new lastAction (and the previous one moved to history) when the decision is an action
+        that differs from the last recorded one; recommendations are not repeated every cycle."""
+        if decision.action is None or decision.reason in (Reason.COOLDOWN, Reason.RATE_LIMITED):
+            return {}
+        record = action_record(decision, now, applied=decision.apply,
+                               verification=None if decision.apply else {"state": "Skipped", "message": "not applied"})
+        last = status.get("lastAction")
+        same = last and not decision.apply and {k: last.get(k) for k in ("action", "rule", "changes", "applied")} == \
+            {k: record.get(k) for k in ("action", "rule", "changes", "applied")}
+        if same:
+            return {}
+        history = ([last] if last else []) + list(status.get("history") or [])
+        return {"lastAction": record, "history": history[: self.settings.history_limit]}
+
+    async def _act(self, policy: PolicyRecord, target: WorkloadRef, decision: Decision,
+                   resources: tuple[ContainerResources, ...], pods: list[PodRecord], extra: dict[str, Any], cond,
+                   now: datetime) -> None:
+        # Intent first: written before the change, so a crash in between cannot cause a second change.
+        await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name,
+                                {"lastAction": extra["lastAction"], "history": extra["history"]})
+        patch = resources_patch(decision, resources)
+        method = policy.spec.scaling.method
+        try:
+            how = await asyncio.to_thread(self._actuate, target, method, patch, pods)
+        except KubeError as e:
+            self.metrics.actions.labels(result="failed").inc()
+            extra["lastAction"] = {**extra["lastAction"], "applied": False,
+                                   "evidence": [f"failed: {e}"[:512], *extra["lastAction"]["evidence"]][:16]}
+            cond("Degraded", True, "ActionFailed", str(e))
+            log.warning("policy %s/%s: %s failed: %s", policy.namespace, policy.name, decision.action.value, e)
+            return
+        self.metrics.actions.labels(result="applied").inc()
+        window = policy.spec.verification.window
+        extra["lastAction"] = {**extra["lastAction"], "verification": {
+            "state": "Pending", "message": f"verifying for {window} ({how})",
+            "deadline": (now + parse_duration(window)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        cond("Degraded", False, "AsExpected", f"{decision.action.value} applied {how}")
+        for change in decision.changes:
+            log.info("%s %s/%s %s: %s (rule %s, %s)", decision.action.value, target.kind, target.name,
+                     change.describe(), how, decision.rule, "; ".join(decision.evidence)[:300])
+        workload = {"apiVersion": "apps/v1", "kind": target.kind, "name": target.name, "namespace": target.namespace}
+        await asyncio.to_thread(self.kube.event, workload, "Normal", decision.reason.value,
+                                f"kubetune policy {policy.name}: {decision.message} ({how})")
+
+    def _actuate(self, target: WorkloadRef, method: ScalingMethod, patch, pods: list[PodRecord]) -> str:
+        if method is ScalingMethod.ROLLOUT:
+            self.kube.patch_template(target, patch)
+            return "by rollout"
+        running = [p for p in pods if p.phase == "Running"]
+        try:
+            for pod in running:
+                self.kube.resize_pod(pod.namespace, pod.name, patch)
+            return f"in place on {len(running)} pods"
+        except KubeError as e:
+            if method is ScalingMethod.IN_PLACE or e.status not in (400, 403, 422):
+                raise
+            # The API server refused the resize (e.g. a change that needs a restart): roll out instead.
+            self.kube.patch_template(target, patch)
+            return f"by rollout (in-place resize refused: {e})"
+
+    async def _application_metrics(self, policy: PolicyRecord, pods: list[PodRecord]) -> dict[str, float | None]:
+        """The user's error-rate and throughput templates: one query each per policy (they are the
+        policy's own PromQL, so they cannot be batched with other policies')."""
+        metrics = policy.spec.metrics
+        out: dict[str, float | None] = {}
+        if not metrics:
+            return out
+        names = [p.name for p in pods if p.phase == "Running"]
+        for field_name, source, scale in (("error_rate_percent", metrics.error_rate, 100.0),
+                                          ("throughput_rps", metrics.throughput, 1.0)):
+            if source:
+                expr = policy_query(source.query, namespace=policy.namespace, workload=policy.spec.target_ref.name,
+                                    pods=names, rate_window=self.settings.rate_window)
+                value = await asyncio.to_thread(self.prometheus.scalar, expr)
+                out[field_name] = None if value is None else value * scale
+        return out

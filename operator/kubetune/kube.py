@@ -1,0 +1,131 @@
+"""The one interface to the Kubernetes API for everything kopf does not do itself: resizing pods,
+patching workload templates, writing policy status, Events and NodeTuning objects.
+
+Synchronous (the official client); the evaluation loop calls it through `asyncio.to_thread`.
+Every method is idempotent: patches carry the full desired value, not a delta.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Mapping
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kubetune import constants
+from kubetune.workloads import WorkloadRef
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_PATCH = {"Deployment": "patch_namespaced_deployment", "StatefulSet": "patch_namespaced_stateful_set",
+                  "DaemonSet": "patch_namespaced_daemon_set"}
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 = no answer)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+def _call(what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as e:
+        reason = e.reason
+        try:
+            import json
+            reason = json.loads(e.body).get("message", reason)
+        except Exception:
+            pass
+        raise KubeError(f"{what}: {reason}", e.status) from None
+    except Exception as e:  # connection errors
+        raise KubeError(f"{what}: {e}") from e
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None):
+        if api_client is None:
+            try:
+                kubernetes.config.load_incluster_config()
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config()
+            api_client = kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.calls = 0  # API calls made, for the operator's metrics and the benchmark
+
+    def _count(self) -> None:
+        self.calls += 1
+
+    # --- workloads and pods ----------------------------------------------------------------------
+
+    def resize_pod(self, namespace: str, name: str, containers: Mapping[str, Mapping[str, Any]]) -> None:
+        """pods/resize: change running containers' resources in place (stable since Kubernetes 1.35)."""
+        self._count()
+        body = {"spec": {"containers": [{"name": c, "resources": r} for c, r in containers.items()]}}
+        _call(f"resize pod {namespace}/{name}", self.core.patch_namespaced_pod_resize, name, namespace, body)
+
+    def patch_template(self, ref: WorkloadRef, containers: Mapping[str, Mapping[str, Any]]) -> None:
+        """Patch the workload's pod template; its controller rolls the change out."""
+        self._count()
+        body = {"spec": {"template": {"spec": {"containers": [{"name": c, "resources": r}
+                                                              for c, r in containers.items()]}}}}
+        _call(f"patch {ref.kind} {ref.namespace}/{ref.name}", getattr(self.apps, WORKLOAD_PATCH[ref.kind]),
+              ref.name, ref.namespace, body)
+
+    # --- policy status and Events ----------------------------------------------------------------
+
+    def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._count()
+        names = constants.PERFORMANCE_POLICY
+        _call(f"patch status of {names.kind} {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
+              constants.GROUP, constants.VERSION, namespace, names.plural, name, {"status": status})
+
+    def event(self, involved: Mapping[str, str], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on `involved` (apiVersion, kind, name, namespace, uid); never raises:
+        an Event is an explanation, not worth failing a cycle over."""
+        self._count()
+        now = dt.datetime.now(dt.timezone.utc)
+        namespace = involved.get("namespace") or "default"
+        body = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{involved['name']}.", namespace=namespace),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=involved.get("apiVersion"), kind=involved["kind"], name=involved["name"],
+                namespace=involved.get("namespace"), uid=involved.get("uid")),
+            type=type_, reason=reason, message=message[:1024], first_timestamp=now, last_timestamp=now, count=1,
+            source=kubernetes.client.V1EventSource(component="kubetune-operator"),
+            reporting_component="kubetune.io/operator", reporting_instance="kubetune-operator")
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except Exception as e:
+            log.warning("could not post Event %s on %s/%s: %s", reason, involved["kind"], involved["name"], e)
+
+    # --- NodeTuning --------------------------------------------------------------------------------
+
+    def apply_node_tuning(self, name: str, spec: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+        """Create the node's NodeTuning, or replace its spec (server-side apply: the operator owns spec,
+        the agent owns status, neither overwrites the other)."""
+        self._count()
+        names = constants.NODE_TUNING
+        body = {"apiVersion": constants.API_VERSION, "kind": names.kind,
+                "metadata": {"name": name, "labels": dict(labels)}, "spec": dict(spec)}
+        _call(f"apply NodeTuning {name}", self.custom.api_client.call_api,
+              f"/apis/{constants.GROUP}/{constants.VERSION}/{names.plural}/{name}", "PATCH",
+              query_params=[("fieldManager", "kubetune-operator"), ("force", "true")],
+              header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+              body=body, auth_settings=["BearerToken"], _return_http_data_only=True)
+
+    def delete_node_tuning(self, name: str) -> None:
+        self._count()
+        names = constants.NODE_TUNING
+        try:
+            _call(f"delete NodeTuning {name}", self.custom.delete_cluster_custom_object,
+                  constants.GROUP, constants.VERSION, names.plural, name)
+        except KubeError as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,162 @@
+"""kopf wiring and nothing else: indexes that keep small records of what the operator watches, and
+the start-up hook that runs the evaluation and node-tuning loops over them.
+
+kubetune adds no finalizers: policies are only read (results go to status), and the node agent restores
+a node's originals when its NodeTuning loses a knob, so deleting a policy or uninstalling the chart
+never leaves an object stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from kubetune import constants
+from kubetune.api.performancepolicy import PerformancePolicySpec
+from kubetune.evaluation import ClusterView, Evaluator, PolicyRecord, WorkloadRecord
+from kubetune.kube import Kube
+from kubetune.metrics import OperatorMetrics
+from kubetune.prometheus import Prometheus
+from kubetune.settings import OperatorSettings, SettingsError
+from kubetune.workloads import WorkloadRef, owning_workload, pod_record, template_containers
+
+log = logging.getLogger("kubetune")
+PP, NTP, NT = constants.PERFORMANCE_POLICY, constants.NODE_TUNING_POLICY, constants.NODE_TUNING
+
+
+def spec_error(error: ValidationError) -> str:
+    return "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())[:1024]
+
+
+# --- indexes: small records, not objects ----------------------------------------------------------
+
+
+@kopf.index(constants.GROUP, constants.VERSION, PP.plural)
+def policy_index(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any):
+    try:
+        parsed, error = PerformancePolicySpec.model_validate(dict(spec)), None
+    except ValidationError as e:
+        parsed, error = None, spec_error(e)
+    return {(meta["namespace"], meta["name"]): PolicyRecord(
+        namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
+        created=meta.get("creationTimestamp", ""), spec=parsed, spec_error=error, status=dict(status))}
+
+
+@kopf.index("pods")
+def pod_index(body: kopf.Body, **_: Any):
+    ref = owning_workload(body)
+    return {ref: pod_record(body)} if ref else None
+
+
+def _workload_record(kind: str, body: kopf.Body) -> dict[WorkloadRef, WorkloadRecord]:
+    meta = body["metadata"]
+    return {WorkloadRef(meta["namespace"], kind, meta["name"]): WorkloadRecord(meta["uid"], template_containers(body))}
+
+
+@kopf.index("apps", "v1", "deployments")
+def deployment_index(body: kopf.Body, **_: Any):
+    return _workload_record("Deployment", body)
+
+
+@kopf.index("apps", "v1", "statefulsets")
+def statefulset_index(body: kopf.Body, **_: Any):
+    return _workload_record("StatefulSet", body)
+
+
+@kopf.index("apps", "v1", "daemonsets")
+def daemonset_index(body: kopf.Body, **_: Any):
+    return _workload_record("DaemonSet", body)
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def hpa_index(spec: kopf.Spec, namespace: str, **_: Any):
+    target = spec.get("scaleTargetRef", {})
+    resources = frozenset(m[m["type"][0].lower() + m["type"][1:]]["name"] for m in spec.get("metrics") or []
+                          if m.get("type") in ("Resource", "ContainerResource"))
+    return {WorkloadRef(namespace, target.get("kind", ""), target.get("name", "")): resources}
+
+
+@kopf.index("nodes")
+def node_index(name: str, status: kopf.Status, labels: kopf.Labels, **_: Any):
+    return {name: (dict(labels), dict(status.get("allocatable") or {}))}
+
+
+# --- the loops --------------------------------------------------------------------------------------
+
+
+def _single(index: kopf.Index) -> dict:
+    return {key: next(iter(store)) for key, store in index.items()}
+
+
+def cluster_view(indices: dict[str, kopf.Index]) -> ClusterView:
+    from kubernetes.utils import parse_quantity
+    nodes = _single(indices["node_index"])
+    capacity: dict[str, float] = {}
+    for _, allocatable in nodes.values():
+        for r in ("cpu", "memory"):
+            if r in allocatable:
+                capacity[r] = max(capacity.get(r, 0.0), float(parse_quantity(allocatable[r])))
+    hpas: dict[WorkloadRef, frozenset[str]] = {}
+    for ref, store in indices["hpa_index"].items():
+        hpas[ref] = frozenset().union(*store)
+    workloads = {}
+    for name in ("deployment_index", "statefulset_index", "daemonset_index"):
+        workloads.update(_single(indices[name]))
+    return ClusterView(policies=[p for store in indices["policy_index"].values() for p in store],
+                       pods=indices["pod_index"], workloads=workloads, hpas=hpas, node_capacity=capacity)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    config: OperatorSettings = memo.config
+    # Our own prefix for anything kopf stores on objects, so two kopf operators never mix state.
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=constants.GROUP)
+    # Watches end server-side after 5 min and are re-opened: a watch silently broken by a proxy or
+    # load balancer is noticed within minutes instead of never. The client waits a little longer.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.WARNING  # kopf's own Events only for problems; ours explain decisions
+    indices = {name: kwargs[name] for name in ("policy_index", "pod_index", "deployment_index", "statefulset_index",
+                                               "daemonset_index", "hpa_index", "node_index")}
+    metrics: OperatorMetrics = memo.metrics
+    evaluator = Evaluator(config, Prometheus(config), Kube(), metrics)
+    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices)))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in (memo.get("evaluation"),):
+        if task:
+            task.cancel()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    try:
+        config = OperatorSettings.from_env()
+    except SettingsError as e:
+        print(f"kubetune-operator: bad configuration: {e}", file=sys.stderr)
+        sys.exit(2)
+    metrics = OperatorMetrics()
+    if config.metrics_port:
+        start_http_server(config.metrics_port, registry=metrics.registry)
+    kopf.run(
+        clusterwide=not config.namespaces, namespaces=config.namespaces,
+        standalone=not config.peering, peering_name=config.peering or None,
+        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
+        memo=kopf.Memo(config=config, metrics=metrics),
+    )
+
+
+if __name__ == "__main__":
+    main()

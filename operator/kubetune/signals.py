@@ -1,0 +1,79 @@
+"""Join one cycle's Prometheus samples with the pod index into each workload's signals. Pure.
+
+CPU is averaged over the workload's pods (utilisation of the container as a whole); memory takes the
+maximum (one pod near its limit is enough to matter). "Sustained" values are the per-pod minimum or
+maximum over the window, averaged over pods: for "above X for W" that is never higher than the
+minimum of the average, for "below" never lower than its maximum, so the join can only make a rule
+fire later, never sooner.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from statistics import fmean
+from typing import Iterable, Mapping
+
+from kubetune.decisions import ContainerSignals, WorkloadSignals
+from kubetune.promql import histogram_quantile
+from kubetune.prometheus import Samples
+from kubetune.workloads import ContainerResources, PodRecord
+
+HISTORY_QUERIES = ("cpu_p50", "cpu_p90", "cpu_peak", "memory_peak", "oom_kills")
+
+
+def current_resources(pods: Iterable[PodRecord], template: tuple[ContainerResources, ...]) -> tuple[ContainerResources, ...]:
+    """What the workload runs with: the most common resources among its running pods (after an
+    in-place resize the pods, not the template, hold the truth); the template when none run."""
+    running = [p.containers for p in pods if p.phase == "Running"]
+    if not running:
+        return template
+    most_common, _ = Counter(running).most_common(1)[0]
+    return most_common
+
+
+def _per_container(samples: Samples, namespace: str, pods: list[str], container: str) -> list[float]:
+    return [v for pod in pods if (v := samples.get((namespace, pod, container))) is not None]
+
+
+def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[PodRecord],
+                     resources: tuple[ContainerResources, ...], *, histogram: str | None = None,
+                     percentiles: Iterable[int] = (), error_rate_percent: float | None = None,
+                     throughput_rps: float | None = None) -> WorkloadSignals:
+    names = [p.name for p in pods if p.phase == "Running"]
+    containers = []
+    for res in resources:
+        def values(query: str) -> list[float]:
+            return _per_container(results.get(query, {}), namespace, names, res.name)
+
+        cpu, memory = values("cpu"), values("memory")
+        usage = {k: v for k, v in (("cpu", fmean(cpu) if cpu else None), ("memory", max(memory, default=None)))
+                 if v is not None}
+        sustained = {}
+        for query in results:
+            parts = query.split("_", 2)
+            if len(parts) == 3 and parts[1] in ("min", "max") and parts[0] in ("cpu", "memory"):
+                found = values(query)
+                if found:
+                    sustained[(parts[0], parts[1], parts[2])] = fmean(found) if parts[0] == "cpu" else max(found)
+        history = {}
+        for query in HISTORY_QUERIES:
+            found = values(query)
+            if found:
+                history[query] = sum(found) if query == "oom_kills" else max(found)
+        throttling, faults = values("cpu_throttling"), values("major_faults")
+        containers.append(ContainerSignals(
+            name=res.name, requests=res.requests, limits=res.limits, usage=usage, sustained=sustained,
+            throttling=fmean(throttling) if throttling else None,
+            major_faults_per_second=max(faults) if faults else None, history=history))
+    latency = {}
+    if histogram:
+        buckets: dict[float, float] = {}
+        for (ns, pod, le), rate in results.get(f"latency:{histogram}", {}).items():
+            if ns == namespace and pod in names:
+                buckets[float(le)] = buckets.get(float(le), 0.0) + rate
+        for p in percentiles:
+            seconds = histogram_quantile(p / 100, buckets)
+            if seconds is not None:
+                latency[p] = seconds * 1000
+    return WorkloadSignals(containers=tuple(containers), latency_ms=latency, error_rate_percent=error_rate_percent,
+                           throughput_rps=throughput_rps)
