@@ -60,6 +60,32 @@ def validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
+@dataclass(frozen=True)
+class LessThan:
+    """The rule `low < high` between two fields of one model, for both the API server (`rule`, a CEL
+    entry) and pydantic (`validator`, to assign in the model's class body)."""
+
+    low: str
+    high: str
+
+    @property
+    def message(self) -> str:
+        return f"{to_camel(self.low)} must be less than {to_camel(self.high)}"
+
+    @property
+    def rule(self) -> dict[str, str]:
+        return cel(f"self.{to_camel(self.low)} < self.{to_camel(self.high)}", self.message)
+
+    @property
+    def validator(self) -> Any:
+        def check(model: Any) -> Any:
+            if getattr(model, self.low) >= getattr(model, self.high):
+                raise ValueError(self.message)
+            return model
+
+        return model_validator(mode="after")(check)
+
+
 def list_map(*keys: str) -> dict[str, Any]:
     """A list whose items are identified by `keys`: the API server refuses duplicates and
     server-side apply merges items by key instead of replacing the whole list."""

@@ -8,7 +8,7 @@ reuses as the agent's adaptive rules.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
@@ -21,6 +21,7 @@ from kubetune.api.common import (
     KubeModel,
     KubeObject,
     LabelSelector,
+    LessThan,
     Mode,
     Percent,
     PrinterColumn,
@@ -106,15 +107,14 @@ class Governor(str, Enum):
     CONSERVATIVE = "conservative"
 
 
-_HYSTERESIS = "lowLoadBelowPercent must be less than highLoadAbovePercent"
+_HYSTERESIS = LessThan("low_load_below_percent", "high_load_above_percent")
 
 
 class GovernorPolicy(KubeModel):
     """The CPU frequency governor by load level, switched by the node agent from its own samples.
     The gap between the two thresholds is the hysteresis that stops flapping."""
 
-    model_config = ConfigDict(json_schema_extra=validations(cel(
-        "self.lowLoadBelowPercent < self.highLoadAbovePercent", _HYSTERESIS)))
+    model_config = ConfigDict(json_schema_extra=validations(_HYSTERESIS.rule))
 
     high_load: Governor = Governor.PERFORMANCE
     """The governor while CPU utilisation is above highLoadAbovePercent."""
@@ -129,11 +129,7 @@ class GovernorPolicy(KubeModel):
     sustained_for: Duration = "1m"
     """How long a load level must hold before the governor changes."""
 
-    @model_validator(mode="after")
-    def _thresholds_ordered(self) -> GovernorPolicy:
-        if self.low_load_below_percent >= self.high_load_above_percent:
-            raise ValueError(_HYSTERESIS)
-        return self
+    check_hysteresis = _HYSTERESIS.validator
 
 
 class ThermalPolicy(KubeModel):
@@ -324,19 +320,14 @@ class ProcessTuningLimits(KubeModel):
     """Whether PerformancePolicies may pin containers to dedicated CPUs."""
 
 
-def _warning_below_critical(warning: str, critical: str) -> tuple[dict[str, str], str]:
-    message = f"{warning} must be less than {critical}"
-    return cel(f"self.{warning} < self.{critical}", message), message
-
-
-_PERCENT_ORDER, _PERCENT_MESSAGE = _warning_below_critical("warningPercent", "criticalPercent")
-_DISK_ORDER, _DISK_MESSAGE = _warning_below_critical("latencyWarningMs", "latencyCriticalMs")
+_PERCENT_LEVELS = LessThan("warning_percent", "critical_percent")
+_LATENCY_LEVELS = LessThan("latency_warning_ms", "latency_critical_ms")
 
 
 class CPUThresholds(KubeModel):
     """Node CPU utilisation levels that raise warnings and the Degraded condition."""
 
-    model_config = ConfigDict(json_schema_extra=validations(_PERCENT_ORDER))
+    model_config = ConfigDict(json_schema_extra=validations(_PERCENT_LEVELS.rule))
 
     warning_percent: Percent = 70
     """Warning level."""
@@ -345,17 +336,13 @@ class CPUThresholds(KubeModel):
     sustained_for: Duration = "5m"
     """How long a level must hold before it counts."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> CPUThresholds:
-        if self.warning_percent >= self.critical_percent:
-            raise ValueError(_PERCENT_MESSAGE)
-        return self
+    check_levels = _PERCENT_LEVELS.validator
 
 
 class MemoryThresholds(KubeModel):
     """Node memory and swap levels."""
 
-    model_config = ConfigDict(json_schema_extra=validations(_PERCENT_ORDER))
+    model_config = ConfigDict(json_schema_extra=validations(_PERCENT_LEVELS.rule))
 
     warning_percent: Percent = 75
     """Memory use warning level."""
@@ -364,17 +351,13 @@ class MemoryThresholds(KubeModel):
     swap_warning_percent: Percent = 20
     """Swap use warning level."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> MemoryThresholds:
-        if self.warning_percent >= self.critical_percent:
-            raise ValueError(_PERCENT_MESSAGE)
-        return self
+    check_levels = _PERCENT_LEVELS.validator
 
 
 class DiskThresholds(KubeModel):
     """Block device latency and queue levels."""
 
-    model_config = ConfigDict(json_schema_extra=validations(_DISK_ORDER))
+    model_config = ConfigDict(json_schema_extra=validations(_LATENCY_LEVELS.rule))
 
     latency_warning_ms: float = Field(default=50, ge=0)
     """Average I/O latency warning level, ms."""
@@ -383,11 +366,7 @@ class DiskThresholds(KubeModel):
     queue_depth_warning: int = Field(default=8, ge=1, le=4096)
     """Average queue depth warning level."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> DiskThresholds:
-        if self.latency_warning_ms >= self.latency_critical_ms:
-            raise ValueError(_DISK_MESSAGE)
-        return self
+    check_levels = _LATENCY_LEVELS.validator
 
 
 class NetworkThresholds(KubeModel):
