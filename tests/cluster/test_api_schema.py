@@ -136,6 +136,31 @@ def test_node_tuning_status_round_trips(cluster, crds, cluster_scoped):
     assert columns[:4] == ["NAME", "APPLIED", "DEGRADED", "HEARTBEAT"]
 
 
+def test_performance_policy_status_round_trips_and_fills_the_columns(cluster, crds, namespace):
+    _apply(cluster, {"apiVersion": "kubetune.io/v1alpha1", "kind": "PerformancePolicy",
+                     "metadata": {"name": "web", "namespace": namespace},
+                     "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "mode": "Auto"}})
+    now = "2026-01-02T03:04:05Z"
+    action = {"time": now, "action": "IncreaseResources", "rule": "high-load", "applied": True,
+              "changes": [{"container": "app", "resource": "cpu", "value": "requests", "from": "500m", "to": "625m"}],
+              "evidence": ["cpuUtilization 91 > 80 for 5m"],
+              "verification": {"state": "Pending", "message": "", "deadline": "2026-01-02T03:14:05Z"}}
+    status = {"observedGeneration": 1,
+              "conditions": [{"type": "Ready", "status": "True", "reason": "Evaluated", "message": "",
+                              "lastTransitionTime": now, "observedGeneration": 1}],
+              "containers": [{"name": "app", "current": {"requests": {"cpu": "625m"}, "limits": {}},
+                              "recommendation": {"target": {"cpu": "600m", "memory": "256Mi"}},
+                              "utilization": {"cpu": 91.5}}],
+              "signals": {"cpuUtilization": 91.5, "trend": "Rising", "anomaly": False, "sampledAt": now},
+              "lastAction": action, "history": [action]}
+    stored = json.loads(cluster.kubectl("patch", "pp", "web", "-n", namespace, "--subresource=status",
+                                        "--type=merge", "-o", "json", "-p", json.dumps({"status": status})).stdout)
+    assert stored["status"] == status
+    assert PerformancePolicy.model_validate(stored).to_dict() == stored
+    row = cluster.kubectl("get", "pp", "web", "-n", namespace, "--no-headers").stdout.split()
+    assert row[:5] == ["web", "web", "Auto", "IncreaseResources", "True"]
+
+
 # --- kubectl experience -----------------------------------------------------------------------------
 
 
