@@ -1,0 +1,266 @@
+"""The Helm chart (deploy/helm/kubetune) against the real API server: lint, server-side dry run,
+install onto the kwok nodes, a `kubectl auth can-i` matrix per ServiceAccount, and an uninstall that
+leaves nothing behind.
+
+CRDs: the chart's crds/ holds symlinks to deploy/crds (one source) plus kopf's peering CRDs. Helm
+installs crds/ only when a CRD is missing and never deletes them, so these tests coexist with the
+session fixture `crds` (which server-side applies deploy/crds) and never remove a CRD.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+import localcluster
+from kubetune.settings import ENV_PREFIX, OperatorSettings
+from kubetune_agent import settings as agent_settings
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "kubetune"
+# The webhook's serving certificate paths: the chart sets them; the operator's settings do not read them yet.
+OPERATOR_ENV_PENDING = {"KUBETUNE_WEBHOOK_CERT_FILE", "KUBETUNE_WEBHOOK_KEY_FILE"}
+EVERYTHING = ["--set", "webhook.enabled=true", "--set", "monitoring.serviceMonitor.enabled=true",
+              "--set", "monitoring.podMonitor.enabled=true", "--set", "monitoring.prometheusRule.enabled=true",
+              "--set", "operator.podDisruptionBudget.enabled=true"]
+
+
+@pytest.fixture(scope="module")
+def helm(cluster):
+    def run(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        done = subprocess.run([localcluster.binary("helm"), *args], capture_output=True, text=True,
+                              env=cluster.env, timeout=timeout)
+        if check and done.returncode:
+            pytest.fail(f"helm {' '.join(args)}: {done.stderr.strip()[-2000:]}", pytrace=False)
+        return done
+    return run
+
+
+@pytest.fixture(scope="module")
+def chart_crds(cluster, crds):
+    """The chart's CRDs the `crds` fixture does not apply (kopf's peering CRDs), Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds" / "kopf-peering.kopf.dev.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+
+
+def render(helm, *args: str, namespace: str = "default") -> list[dict]:
+    out = helm("template", "rel", str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def wait_for(what: str, check, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
+
+
+def test_crds_in_the_chart_are_deploy_crds():
+    """crds/ links every generated CRD (adding a kind without a link fails here), and nothing else of ours."""
+    generated = {p.name for p in (REPO / "deploy" / "crds").glob("*.yaml")}
+    linked = {p.name: p for p in (CHART / "crds").glob("*.yaml") if p.is_symlink()}
+    assert set(linked) == generated
+    for name, link in linked.items():
+        assert link.resolve() == (REPO / "deploy" / "crds" / name).resolve()
+    own = {p.name for p in (CHART / "crds").glob("*.yaml") if not p.is_symlink()}
+    assert own == {"kopf-peering.kopf.dev.yaml"}
+
+
+@pytest.mark.parametrize("values", [[], EVERYTHING, ["--set", "agent.enabled=false", "--set", "operator.peering.enabled=false"]],
+                         ids=["defaults", "everything", "operator-only"])
+def test_lint(helm, values):
+    assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), *values).stdout
+
+
+def test_schema_rejects_unknown_and_unsafe_values(helm):
+    for bad in ("nope=1", "webhook.failurePolicy=Fail", "operator.minNice=-40", "agent.metricsPort=0"):
+        done = helm("template", "rel", str(CHART), "--set", bad, check=False)
+        assert done.returncode != 0, bad
+        assert "schema" in done.stderr, done.stderr
+
+
+def test_rendered_env_matches_the_settings_classes(helm):
+    docs = render(helm, *EVERYTHING)
+    workloads = {d["kind"]: d for d in docs if d["kind"] in ("Deployment", "DaemonSet")}
+    operator_env = {e["name"] for e in workloads["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    known = {ENV_PREFIX + name.upper() for name in OperatorSettings.model_fields}
+    assert {n for n in operator_env if n.startswith(ENV_PREFIX)} - known == OPERATOR_ENV_PENDING
+    # every operator setting is a chart value, so no knob needs extraEnv
+    assert known <= operator_env | {"KUBETUNE_PROMETHEUS_BEARER_TOKEN_FILE", "KUBETUNE_PROMETHEUS_CA_FILE"}
+    agent_env = {e["name"] for e in workloads["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    agent_known = {getattr(agent_settings, n) for n in dir(agent_settings) if n.startswith("ENV_")}
+    assert agent_env == agent_known
+
+
+def test_security_posture(helm):
+    docs = {d["kind"]: d for d in render(helm)}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    agent = docs["DaemonSet"]["spec"]["template"]["spec"]
+    assert agent["hostPID"] and agent["hostNetwork"] and agent["containers"][0]["securityContext"]["privileged"]
+    assert agent["priorityClassName"] == "system-node-critical"
+    assert agent["tolerations"] == [{"operator": "Exists"}]
+    mounts = {m["mountPath"]: m for m in agent["containers"][0]["volumeMounts"]}
+    assert {"/host/proc", "/host/sys", "/run/kubetune"} <= set(mounts)
+    assert not any(m.get("readOnly") for m in mounts.values())
+    env = {e["name"]: e for e in agent["containers"][0]["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
+def test_template_applies_with_server_dry_run(helm, cluster, chart_crds, namespace):
+    # Monitoring objects need the Prometheus Operator's CRDs, which this cluster does not have;
+    # promtool checks the rules (test_prometheus_rules_are_valid).
+    docs = render(helm, "--set", "webhook.enabled=true", "--set", f"operator.watchNamespaces={{{namespace}}}",
+                  namespace=namespace)
+    done = cluster.kubectl("apply", "--dry-run=server", "-f", "-", check=False,
+                           input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(server dry run)") == len(docs)
+
+
+def test_prometheus_rules_are_valid(helm, tmp_path):
+    promtool = localcluster.shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is not installed (Debian's prometheus package)")
+    rule = next(d for d in render(helm, *EVERYTHING) if d["kind"] == "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    done = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dashboard_is_valid_json(helm):
+    cm = next(d for d in render(helm) if d["kind"] == "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["kubetune.json"])["panels"]
+
+
+# --- a real install ------------------------------------------------------------------------------
+
+OPERATOR_MAY = [
+    *[(v, "performancepolicies.kubetune.io", "") for v in ("get", "list", "watch", "patch")],
+    *[(v, "nodetuningpolicies.kubetune.io", "") for v in ("get", "list", "watch", "patch")],
+    *[(v, r, "status") for r in ("performancepolicies.kubetune.io", "nodetuningpolicies.kubetune.io")
+      for v in ("get", "patch", "update")],
+    *[(v, "nodetunings.kubetune.io", "") for v in ("get", "list", "watch", "create", "update", "patch", "delete")],
+    *[(v, "pods", "") for v in ("get", "list", "watch")],
+    ("get", "pods", "resize"), ("patch", "pods", "resize"),
+    *[(v, f"{r}.apps", "") for r in ("deployments", "statefulsets", "daemonsets") for v in ("get", "list", "watch", "patch")],
+    *[(v, r, "") for r in ("nodes", "namespaces", "horizontalpodautoscalers.autoscaling",
+                          "customresourcedefinitions.apiextensions.k8s.io") for v in ("get", "list", "watch")],
+    *[(v, r, "") for r in ("events", "events.events.k8s.io") for v in ("create", "patch")],
+    *[(v, r, "") for r in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev") for v in ("get", "list", "watch", "patch")],
+]
+OPERATOR_MAY_NOT = [
+    ("get", "secrets", ""), ("list", "secrets", ""), ("delete", "pods", ""), ("create", "pods", ""),
+    ("update", "pods", ""), ("create", "pods", "exec"), ("create", "pods", "eviction"),
+    ("create", "deployments.apps", ""), ("delete", "deployments.apps", ""), ("update", "deployments.apps", ""),
+    ("create", "performancepolicies.kubetune.io", ""), ("update", "performancepolicies.kubetune.io", ""),
+    ("delete", "performancepolicies.kubetune.io", ""), ("delete", "nodetuningpolicies.kubetune.io", ""),
+    ("patch", "nodes", ""), ("delete", "nodes", ""), ("get", "configmaps", ""), ("delete", "namespaces", ""),
+    ("patch", "horizontalpodautoscalers.autoscaling", ""), ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io", ""),
+    ("create", "clusterroles.rbac.authorization.k8s.io", ""), ("create", "serviceaccounts", "token"),
+    ("delete", "events", ""), ("list", "events", ""), ("delete", "clusterkopfpeerings.kopf.dev", ""),
+]
+AGENT_MAY = [
+    *[(v, "nodetunings.kubetune.io", "") for v in ("get", "list", "watch")],
+    *[(v, "nodetunings.kubetune.io", "status") for v in ("get", "patch", "update")],
+    *[(v, r, "") for r in ("events", "events.events.k8s.io") for v in ("create", "patch")],
+    ("get", "nodes", ""), ("get", "pods", ""),
+]
+AGENT_MAY_NOT = [
+    ("patch", "nodetunings.kubetune.io", ""), ("create", "nodetunings.kubetune.io", ""),
+    ("delete", "nodetunings.kubetune.io", ""), ("get", "performancepolicies.kubetune.io", ""),
+    ("get", "nodetuningpolicies.kubetune.io", ""), ("get", "secrets", ""), ("list", "secrets", ""),
+    ("list", "pods", ""), ("delete", "pods", ""), ("patch", "pods", "resize"), ("list", "nodes", ""),
+    ("patch", "nodes", ""), ("patch", "nodes", "status"), ("get", "configmaps", ""),
+    ("patch", "deployments.apps", ""), ("create", "pods", "exec"),
+]
+
+
+def can_i(cluster, who: str, verb: str, resource: str, subresource: str, namespace: str) -> bool:
+    args = ["auth", "can-i", verb, resource, "--as", who, "-n", namespace]
+    if subresource:
+        args += ["--subresource", subresource]
+    done = cluster.kubectl(*args, check=False)
+    assert done.stdout.strip() in ("yes", "no"), done.stderr
+    return done.stdout.strip() == "yes"
+
+
+@pytest.fixture
+def release(helm, cluster, chart_crds, namespace):
+    """The chart installed into a fresh namespace (webhook on, to cover its objects), uninstalled after."""
+    name = f"kt-{uuid.uuid4().hex[:6]}"
+    # No --skip-crds: Helm creates only missing CRDs from crds/, so this coexists with the `crds` fixture.
+    helm("install", name, str(CHART), "--namespace", namespace, "--set", "webhook.enabled=true",
+         "--set", f"operator.watchNamespaces={{{namespace}}}", "--wait", "--timeout", "120s")
+    yield name
+    helm("uninstall", name, "--namespace", namespace, "--wait", check=False)
+
+
+def pods(cluster, namespace: str, component: str) -> list[dict]:
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/component={component}", "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def running_on_nodes(items: list[dict]) -> set[str]:
+    return {p["spec"]["nodeName"] for p in items if p["status"].get("phase") == "Running" and p["spec"].get("nodeName")}
+
+
+def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluster, release, namespace):
+    nodes = {n["metadata"]["name"] for n in json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]}
+    # Operator: one replica, scheduled and Running (kwok marks pods Running without executing them).
+    operator = wait_for("the operator pod Running", lambda: running_on_nodes(pods(cluster, namespace, "operator")))
+    assert len(operator) == 1 and operator <= nodes
+    deployment = json.loads(cluster.kubectl("get", "deployment", "-n", namespace, f"{release}-kubetune-operator",
+                                            "-o", "json").stdout)
+    assert deployment["status"].get("availableReplicas") == 1
+    # Agent: one pod per node, on every node (tolerations: Exists).
+    wait_for("an agent pod Running on every node",
+             lambda: running_on_nodes(pods(cluster, namespace, "agent")) == nodes)
+    assert len(pods(cluster, namespace, "agent")) == len(nodes)
+
+    for sa, may, may_not in [(f"{release}-kubetune-operator", OPERATOR_MAY, OPERATOR_MAY_NOT),
+                             (f"{release}-kubetune-agent", AGENT_MAY, AGENT_MAY_NOT)]:
+        who = f"system:serviceaccount:{namespace}:{sa}"
+        wrong = [f"{sa} cannot {v} {r}{'/' + s if s else ''}" for v, r, s in may
+                 if not can_i(cluster, who, v, r, s, "default")]
+        wrong += [f"{sa} can {v} {r}{'/' + s if s else ''}" for v, r, s in may_not
+                  if can_i(cluster, who, v, r, s, "default")]
+        assert not wrong, "\n".join(wrong)
+
+    helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
+    selector = f"app.kubernetes.io/instance={release}"
+    namespaced = "deployments,daemonsets,replicasets,pods,services,serviceaccounts,secrets,configmaps,kopfpeerings.kopf.dev"
+    cluster_wide = ("clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
+                    "clusterkopfpeerings.kopf.dev")
+
+    def leftovers() -> list[str]:
+        found = cluster.kubectl("get", namespaced, "-n", namespace, "-l", selector, "-o", "name").stdout.split()
+        found += cluster.kubectl("get", cluster_wide, "-l", selector, "-o", "name").stdout.split()
+        return found
+
+    wait_for("nothing of the release left", lambda: not leftovers() or None, timeout=60)
+    # Pods of the DaemonSet carry only selector labels; none may remain in the namespace either.
+    wait_for("no pods left", lambda: not json.loads(cluster.kubectl(
+        "get", "pods", "-n", namespace, "-o", "json").stdout)["items"], timeout=60)
+    # The CRDs stay (Helm never deletes crds/), so other tests and users' policies are untouched.
+    for crd in ("performancepolicies.kubetune.io", "nodetunings.kubetune.io", "clusterkopfpeerings.kopf.dev"):
+        cluster.kubectl("get", "crd", crd)
