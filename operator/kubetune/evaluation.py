@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from kubetune.api.common import Mode, parse_duration
+from kubetune.api.common import Mode, parse_duration, parse_quantity
 from kubetune.api.performancepolicy import ActionRecord, PerformancePolicySpec, ScalingMethod
-from kubetune.decisions import Decision, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
+from kubetune.decisions import Change, Decision, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
 from kubetune.kube import Kube, KubeError
 from kubetune.metrics import OperatorMetrics
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
@@ -122,6 +122,26 @@ def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPla
 def past_actions(status: Mapping[str, Any]) -> tuple[ActionRecord, ...]:
     records = [status.get("lastAction"), *(status.get("history") or [])]
     return tuple(ActionRecord.model_validate(r) for r in records if r)
+
+
+def unfinished_changes(last_action: Mapping[str, Any] | None,
+                       resources: tuple[ContainerResources, ...]) -> list[Change]:
+    """The changes of an applied, still-verifying action that the resources do not show yet."""
+    if not last_action or not last_action.get("applied") or \
+            (last_action.get("verification") or {}).get("state") != "Pending":
+        return []
+    by_name = {c.name: c for c in resources}
+    missing = []
+    for ch in last_action.get("changes") or []:
+        c = by_name.get(ch["container"])
+        if c is None or "to" not in ch:
+            continue
+        want = float(parse_quantity(ch["to"]))
+        have = (c.requests if ch.get("value", "requests") == "requests" else c.limits).get(ch["resource"])
+        if have is None or abs(have - want) > 1e-9:
+            old = float(parse_quantity(ch["from"])) if ch.get("from") else None
+            missing.append(Change(ch["container"], ch["resource"], ch.get("value", "requests"), old, want))
+    return missing
 
 
 def resources_patch(decision: Decision, current: tuple[ContainerResources, ...]) -> dict[str, dict[str, dict[str, str]]]:
@@ -233,7 +253,18 @@ class Evaluator:
             return await report("TargetNotFound", message, True)
         cond("TargetFound", True, "Found", f"{target.kind} {target.name}")
         pods = list(view.pods.get(target, ()))
-        resources = current_resources(pods, workload.template)
+        # A rollout's truth is the template (old pods linger while it rolls); in place, the pods'.
+        resources = (workload.template if spec.scaling.method is ScalingMethod.ROLLOUT
+                     else current_resources(pods, workload.template))
+        unfinished = unfinished_changes(status.get("lastAction"), resources)
+        if unfinished and spec.mode is Mode.AUTO:
+            # The intent was recorded but the change did not (fully) land: an operator stopped
+            # between the two, or new pods came from the template. Finish it, idempotently.
+            completion = Decision(Reason.SCALED_UP, "completing the recorded action", changes=tuple(unfinished))
+            how = await asyncio.to_thread(self._actuate, target, spec.scaling.method,
+                                          resources_patch(completion, resources), pods)
+            log.info("policy %s/%s: completed the recorded action %s", policy.namespace, policy.name, how)
+            resources = workload.template if spec.scaling.method is ScalingMethod.ROLLOUT else resources
         app: dict[str, float | None] = {}
         if results is not None:
             try:

@@ -10,7 +10,6 @@ operator decides exactly as one that never stopped.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -30,9 +29,16 @@ class PromQuery:
     key: tuple[str, ...] = CONTAINER_KEY
 
 
+def regex_literal(name: str) -> str:
+    """A Kubernetes object name as a literal inside a PromQL regex string. Names hold only
+    [a-z0-9.-]; of these only "." is a regex metacharacter, escaped once for RE2 and once more
+    for the PromQL string (Python's re.escape also escapes "-", which PromQL strings refuse)."""
+    return name.replace(".", "\\\\.")
+
+
 def _namespace_matcher(namespaces: Iterable[str]) -> str:
     names = sorted(set(namespaces))
-    return f'namespace=~"{"|".join(re.escape(n) for n in names)}"' if names else 'namespace!=""'
+    return f'namespace=~"{"|".join(regex_literal(n) for n in names)}"' if names else 'namespace!=""'
 
 
 def cpu_usage(ns: str, rate_window: str) -> str:
@@ -86,7 +92,7 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
 
 def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable[str], rate_window: str) -> str:
     """A user's PromQL template with $namespace, $workload, $pods (regex of pod names) and $rate."""
-    pod_regex = "|".join(re.escape(p) for p in sorted(pods)) or "^$"
+    pod_regex = "|".join(regex_literal(p) for p in sorted(pods)) or "^$"
     return (template.replace("$namespace", namespace).replace("$workload", workload)
             .replace("$pods", pod_regex).replace("$rate", rate_window))
 

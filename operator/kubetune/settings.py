@@ -59,6 +59,11 @@ class OperatorSettings(BaseModel):
     webhook_host: str = "127.0.0.1"
     """The host the API server reaches the webhook at (a Service DNS name in the cluster)."""
 
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else value
+
     @field_validator("rate_window", "query_step", "recommendation_window")
     @classmethod
     def _duration(cls, value: str) -> str:
@@ -72,11 +77,11 @@ class OperatorSettings(BaseModel):
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:
         environ = dict(os.environ if environ is None else environ)
         values: dict[str, object] = {}
-        for name, field in cls.model_fields.items():
+        for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            values[name] = tuple(filter(None, raw.split(","))) if field.annotation == "tuple[str, ...]" else raw
+            values[name] = raw
         try:
             return cls(**values)
         except ValidationError as e:
