@@ -80,6 +80,17 @@ kwok_dir="$work/kwok-$KWOK_VERSION"
 [[ -x $bin/kwok-$KWOK_VERSION ]] || wrapper "$kwok_dir" sigs.k8s.io/kwok "$KWOK_VERSION"
 build kwok "$KWOK_VERSION" "$kwok_dir" sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 
+# kwok's default pod stages, which localcluster.py extends so pods report their containers'
+# resources as a kubelet does (the API server allows pods/resize only then).
+stages="$cache/kwok-stages-$KWOK_VERSION"
+if [[ ! -f $stages/pod-ready.yaml ]]; then
+    kwok_src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') \
+        || die "cannot download sigs.k8s.io/kwok@$KWOK_VERSION"
+    mkdir -p "$stages.tmp"
+    cp "$kwok_src"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml "$stages.tmp/"
+    rm -rf "$stages" && mv "$stages.tmp" "$stages"
+fi
+
 helm_dir="$work/helm-$HELM_VERSION"
 [[ -x $bin/helm-$HELM_VERSION ]] || wrapper "$helm_dir" helm.sh/helm/v3 "$HELM_VERSION"
 build helm "$HELM_VERSION" "$helm_dir" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"

@@ -237,6 +237,30 @@ def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
+# Inserted into kwok's pod-ready stage: report each container's resources in its status, as a
+# kubelet with in-place resize does. The API server allows pods/resize only for pods whose running
+# containers report resources. kwok does not act on a resize afterwards (status keeps the old values);
+# a real kubelet does.
+CONTAINER_RESOURCES_TEMPLATE = """        {{ with .resources }}
+        resources:{{ YAML . 2 }}
+        {{ end }}
+"""
+
+
+def kwok_config(path: Path) -> Path:
+    stages = cache_dir() / f"kwok-stages-{versions()['KWOK_VERSION']}"
+    if not (stages / "pod-ready.yaml").exists():
+        raise SetupError(f"kwok's stages are missing in {stages}: run `deploy/local/build-binaries.sh`")
+    ready = (stages / "pod-ready.yaml").read_text()
+    anchor = "        restartCount: 0\n"
+    if anchor not in ready:
+        raise SetupError(f"kwok's pod-ready stage changed shape ({stages / 'pod-ready.yaml'}); update localcluster.py")
+    ready = ready.replace(anchor, anchor + CONTAINER_RESOURCES_TEMPLATE, 1)
+    documents = [ready] + [(stages / f"pod-{name}.yaml").read_text() for name in ("complete", "delete")]
+    path.write_text("\n---\n".join(d.strip() for d in documents) + "\n")
+    return path
+
+
 def kwok_node(name: str, index: int) -> dict:
     """A fake node kwok manages: labelled, schedulable, no taint (so DaemonSets land on it)."""
     return {
@@ -331,6 +355,7 @@ class LocalCluster:
         self.procs.start("kube-scheduler", [binary("kube-scheduler"), *common, "--secure-port", str(free_port())])
         self.procs.start("kwok", [
             binary("kwok"), "--kubeconfig", self.kubeconfig, "--manage-all-nodes=false",
+            "--config", str(kwok_config(self.state_dir / "kwok.yaml")),
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             "--cidr", "10.244.0.1/16", "--node-ip", "127.0.0.1",
             "--server-address", f"127.0.0.1:{free_port()}"])
@@ -348,8 +373,9 @@ class LocalCluster:
         out = self.kubectl("get", "nodes", "-o", "json", check=False)
         if out.returncode:
             return 0
+        # Ready, and the node-lifecycle controller has lifted its not-ready taint (pods can land).
         return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
-                   for n in json.loads(out.stdout)["items"])
+                   and not n["spec"].get("taints") for n in json.loads(out.stdout)["items"])
 
     def _wait(self, what: str, deadline: float, ready) -> None:
         while time.monotonic() < deadline:

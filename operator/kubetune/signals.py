@@ -24,11 +24,15 @@ HISTORY_QUERIES = ("cpu_p50", "cpu_p90", "cpu_peak", "memory_peak", "oom_kills")
 def current_resources(pods: Iterable[PodRecord], template: tuple[ContainerResources, ...]) -> tuple[ContainerResources, ...]:
     """What the workload runs with: the most common resources among its running pods (after an
     in-place resize the pods, not the template, hold the truth); the template when none run."""
-    running = [p.containers for p in pods if p.phase == "Running"]
+    running = {_key(p.containers): p.containers for p in pods if p.phase == "Running"}
     if not running:
         return template
-    most_common, _ = Counter(running).most_common(1)[0]
-    return most_common
+    counts = Counter(_key(p.containers) for p in pods if p.phase == "Running")
+    return running[counts.most_common(1)[0][0]]
+
+
+def _key(containers: tuple[ContainerResources, ...]) -> tuple:
+    return tuple((c.name, tuple(sorted(c.requests.items())), tuple(sorted(c.limits.items()))) for c in containers)
 
 
 def _per_container(samples: Samples, namespace: str, pods: list[str], container: str) -> list[float]:

@@ -165,3 +165,16 @@ def test_recommendation_never_exceeds_the_largest_node():
     c = container(history={"cpu_p50": 6.0, "cpu_p90": 9.0, "cpu_peak": 12.0})
     rec = recommend(c, None, {"cpu": 8.0})
     assert rec["cpu"].upper == 8.0 and rec["cpu"].target == 8.0
+
+
+def test_current_resources_are_what_most_running_pods_run_with():
+    from kubetune.signals import current_resources
+    from kubetune.workloads import ContainerResources, PodRecord
+
+    def pod(name, cpu, phase="Running"):
+        return PodRecord("ns", name, "uid", "node", phase, (ContainerResources("app", {"cpu": cpu}, {}),))
+
+    template = (ContainerResources("app", {"cpu": 0.5}, {}),)
+    pods = [pod("a", 0.6), pod("b", 0.6), pod("c", 0.5), pod("d", 0.9, phase="Pending")]
+    assert current_resources(pods, template)[0].requests == {"cpu": 0.6}
+    assert current_resources([], template) == template
