@@ -185,7 +185,8 @@ class Evaluator:
             return
         start = time.perf_counter()
         # History queries (a day of usage) are heavy; their answer changes slowly.
-        with_history = clock - self.last_history_fetch >= 300
+        with_history = (clock - self.last_history_fetch
+                        >= self.settings.duration("recommendation_refresh").total_seconds())
         queries = cycle_queries(query_plan(due, with_history), rate_window=self.settings.rate_window,
                                 step=self.settings.query_step, history=self.settings.recommendation_window)
         results: dict[str, Samples] | None = None

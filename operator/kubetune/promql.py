@@ -71,7 +71,12 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
                PromQuery("major_faults",
                          f"sum by (namespace, pod, container) (rate(container_memory_failures_total{{failure_type=\"pgmajfault\",scope=\"container\",{CONTAINERS_ONLY},{ns}}}[{rate_window}]))")]
     for resource, agg, window in sorted(plan.sustained):
-        queries.append(PromQuery(f"{resource}_{agg}_{window}", f"{agg}_over_time(({usage[resource]})[{window}:{step}])"))
+        # Only series that cover the window count: a pod seen for 10 s has not been idle "for 15m".
+        points = max(1, int(0.8 * _seconds(window) / _seconds(step)))
+        series = f"({usage[resource]})[{window}:{step}]"
+        queries.append(PromQuery(f"{resource}_{agg}_{window}",
+                                 f"{agg}_over_time({series}) and on (namespace, pod, container) "
+                                 f"count_over_time({series}) >= {points}"))
     for histogram in sorted(plan.histograms):
         queries.append(PromQuery(f"latency:{histogram}",
                                  f"sum by (namespace, pod, le) (rate({histogram}_bucket{{{ns}}}[{rate_window}]))",

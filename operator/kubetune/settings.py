@@ -40,6 +40,8 @@ class OperatorSettings(BaseModel):
     """The resolution of subqueries for sustained conditions ("above 80 % for 5m")."""
     recommendation_window: str = "24h"
     """How far back usage is read for recommendations (percentiles of CPU, peak memory, OOM kills)."""
+    recommendation_refresh: str = "5m"
+    """How often the recommendation window's queries are re-run (they change slowly and cost the most)."""
     tick: float = Field(default=5.0, gt=0)
     """Seconds between checks for policies whose interval has elapsed."""
     namespaces: tuple[str, ...] = ()
@@ -64,7 +66,7 @@ class OperatorSettings(BaseModel):
     def _comma_separated(cls, value: object) -> object:
         return tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else value
 
-    @field_validator("rate_window", "query_step", "recommendation_window")
+    @field_validator("rate_window", "query_step", "recommendation_window", "recommendation_refresh")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)

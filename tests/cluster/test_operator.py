@@ -37,14 +37,19 @@ def wait_for(what: str, check, timeout: float = 90.0, every: float = 1.0):
 
 
 @pytest.fixture(scope="module")
-def exporter(cluster, prometheus):
+def exporter_and_address(cluster, prometheus):
     gen = loadgen.SyntheticExporter()
-    port = gen.start()
+    address = f"127.0.0.1:{gen.start()}"
     gen.sync_pods_from_cluster(cluster.kubeconfig, SELECTOR)
-    prometheus.add_target("cadvisor-e2e", f"127.0.0.1:{port}")
-    yield gen
+    prometheus.add_target("cadvisor-e2e", address)
+    yield gen, address
     prometheus.remove_target("cadvisor-e2e")
     gen.stop()
+
+
+@pytest.fixture
+def exporter(exporter_and_address):
+    return exporter_and_address[0]
 
 
 class Operator:
@@ -54,7 +59,7 @@ class Operator:
         self.env = {**cluster.env, "KUBETUNE_PROMETHEUS_URL": prometheus_url, "KUBETUNE_NAMESPACES": namespace,
                     "KUBETUNE_RATE_WINDOW": "10s", "KUBETUNE_QUERY_STEP": "2s", "KUBETUNE_TICK": "1",
                     "KUBETUNE_PEERING": "", "KUBETUNE_METRICS_PORT": "0", "KUBETUNE_LIVENESS_PORT": "0",
-                    "KUBETUNE_RECOMMENDATION_WINDOW": "5m"}
+                    "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10s"}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -225,13 +230,15 @@ def test_missing_target_and_conflicting_policies_are_reported(cluster, crds, nam
     ready = wait_for("the later policy to be Ready=False Conflict", lambda: (c := condition(
         get(cluster, "performancepolicy", namespace, "second"), "Ready")).get("reason") == "Conflict" and c)
     assert "first" in ready["message"]
-    assert condition(get(cluster, "performancepolicy", namespace, "first"), "TargetFound")["status"] == "True"
+    wait_for("the first policy to find its target", lambda: condition(
+        get(cluster, "performancepolicy", namespace, "first"), "TargetFound").get("status") == "True")
 
 
-def test_prometheus_stopped_means_no_action_and_a_condition(cluster, crds, namespace, exporter, tmp_path):
+def test_prometheus_stopped_means_no_action_and_a_condition(cluster, crds, namespace, exporter_and_address, tmp_path):
+    exporter, address = exporter_and_address
     own = localcluster.LocalPrometheus(tmp_path / "prometheus")
     own.start()
-    own.add_target("cadvisor", f"127.0.0.1:{exporter_port(exporter)}")
+    own.add_target("cadvisor", address)
     op = Operator(cluster, own.url, namespace, tmp_path / "operator.log")
     op.start()
     try:
@@ -250,10 +257,6 @@ def test_prometheus_stopped_means_no_action_and_a_condition(cluster, crds, names
     finally:
         op.stop()
         own.stop()
-
-
-def exporter_port(exporter) -> int:
-    return exporter.port
 
 
 def test_operator_killed_after_acting_does_not_act_twice(cluster, crds, namespace, exporter, prometheus, tmp_path):
