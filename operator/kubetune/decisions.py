@@ -21,7 +21,9 @@ from kubetune.api.performancepolicy import (
     Metric,
     PerformancePolicySpec,
     Rule,
+    VerificationState,
 )
+from kubetune.verification import RetryBackoff
 from kubetune.workloads import format_quantity
 
 # Margins of the recommendation, VPA-like: a high percentile of CPU usage and the memory peak,
@@ -56,6 +58,7 @@ class Reason(str, Enum):
     HPA_CONFLICT = "HPAConflict"
     INVESTIGATE = "Investigate"
     NO_DATA = "NoData"
+    BACKOFF = "Backoff"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class ContainerSignals:
     major_faults_per_second: float | None = None
     # cpu_p50, cpu_p90, cpu_peak (cores), memory_peak (bytes), oom_kills over the recommendation window
     history: Mapping[str, float] = field(default_factory=dict)
+    # recent CPU usage (cores, mean over pods, oldest first) for trends and anomalies
+    cpu_series: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -378,6 +383,14 @@ def _finish(action: Action, rule: str, changes: list[Change], evidence: list[str
     reason = {Action.INCREASE_RESOURCES: Reason.SCALED_UP, Action.DECREASE_RESOURCES: Reason.SCALED_DOWN,
               Action.OPTIMIZE_RESOURCES: Reason.OPTIMIZED}[action]
     summary = ", ".join(ch.describe() for ch in changes if ch.value == "requests")
+    rolled_back = [a for a in inputs.past_actions if a.action is action and a.rule == rule and a.verification
+                   and a.verification.state is VerificationState.ROLLED_BACK]
+    if rolled_back:
+        last = rolled_back[0].verification.deadline or rolled_back[0].time
+        retry = RetryBackoff().check(now, last, len(rolled_back))
+        if not retry.allowed:
+            return Decision(Reason.BACKOFF, f"{rule} wants {summary}; {retry.message}", action=action, rule=rule,
+                            changes=tuple(changes), evidence=tuple(evidence))
     applied = [a for a in inputs.past_actions if a.applied and a.changes]
     cooldown = parse_duration(spec.scaling.cooldown)
     if applied and now - applied[0].time < cooldown:

@@ -22,8 +22,10 @@ from kubetune.api.performancepolicy import ActionRecord, PerformancePolicySpec, 
 from kubetune.decisions import Change, Decision, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
 from kubetune.kube import Kube, KubeError
 from kubetune.metrics import OperatorMetrics
+from kubetune.predictions import analyse
+from kubetune.verification import MetricKind, MetricWindows, Tolerance, verify_action
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
-from kubetune.promql import QueryPlan, cycle_queries, policy_query
+from kubetune.promql import CONTAINERS_ONLY, QueryPlan, cycle_queries, policy_query, workload_pods, workload_series
 from kubetune.settings import OperatorSettings
 from kubetune.signals import current_resources, workload_signals
 from kubetune.status import action_record, containers_status, set_condition, signals_status
@@ -31,6 +33,8 @@ from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef, forma
 
 log = logging.getLogger(__name__)
 
+# The window of recent samples trend prediction and anomaly detection look at.
+ANALYSIS_WINDOW = "5m"
 # Reasons that are not worth a Warning Event.
 QUIET_REASONS = {Reason.NO_RULE_FIRED, Reason.MODE_OFF, Reason.SCALED_UP, Reason.SCALED_DOWN, Reason.OPTIMIZED,
                  Reason.COOLDOWN}
@@ -105,10 +109,12 @@ def conflicting(policies: Iterable[PolicyRecord]) -> dict[tuple[str, str], Polic
 
 def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPlan:
     namespaces, sustained, histograms = set(), set(), set()
+    series = False
     for p in policies:
         if not p.spec or p.spec.mode is Mode.OFF:
             continue
         namespaces.add(p.namespace)
+        series = series or p.spec.prediction.enabled or p.spec.anomaly_detection.enabled
         for rule in p.spec.rules:
             resource = {"cpuUtilization": "cpu", "memoryUtilization": "memory"}.get(rule.metric.value)
             if resource and rule.sustained_for:
@@ -116,7 +122,8 @@ def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPla
         latency = p.spec.metrics.latency if p.spec.metrics else None
         if latency and latency.histogram:
             histograms.add(latency.histogram)
-    return QueryPlan(frozenset(namespaces), frozenset(sustained), frozenset(histograms), with_history)
+    return QueryPlan(frozenset(namespaces), frozenset(sustained), frozenset(histograms), with_history,
+                     series_window=ANALYSIS_WINDOW if series else None)
 
 
 def past_actions(status: Mapping[str, Any]) -> tuple[ActionRecord, ...]:
@@ -288,15 +295,28 @@ class Evaluator:
             cond("Ready", True, "NoData", message)
             return await report("NoData", message, True,
                                 {"containers": containers_status(signals, resources, {})})
+        verified = await self._verify_last_action(policy, status, resources, pods, now)
+        if verified:
+            status["lastAction"] = verified
+        insights = analyse(spec, signals, self.settings.duration("query_step").total_seconds())
         decision = decide(PolicyInputs(spec=spec, signals=signals, now=now, past_actions=past_actions(status),
-                                       node_capacity=view.node_capacity, hpa_resources=view.hpas.get(target, frozenset())))
+                                       node_capacity=view.node_capacity, hpa_resources=view.hpas.get(target, frozenset()),
+                                       predicted_hits=insights.predicted_hits))
+        anomalous = bool(insights.anomalies)
+        if anomalous and next((c for c in conditions if c["type"] == "AnomalyDetected"), {}).get("status") != "True":
+            await asyncio.to_thread(self.kube.event, policy.involved(), "Warning", "AnomalyDetected",
+                                    "; ".join(insights.anomalies))
+        cond("AnomalyDetected", anomalous, "Anomalous" if anomalous else "NoAnomaly",
+             "; ".join(insights.anomalies) or "every signal is within its usual range")
         self.metrics.decisions.labels(reason=decision.reason.value).inc()
         missing = [e for e in decision.evidence if "not available" in e or "no " in e.split(":", 1)[-1][:4]]
         cond("MetricsAvailable", True, "Available", "; ".join(missing) or "every signal the rules use is available")
         recommendations = {c.name: recommend(c, container_policy(spec, c.name), view.node_capacity)
                            for c in signals.containers}
-        extra: dict[str, Any] = {"signals": signals_status(signals, now),
+        extra: dict[str, Any] = {"signals": signals_status(signals, now, trend=insights.trend, anomaly=anomalous),
                                  "containers": containers_status(signals, resources, recommendations)}
+        if verified:
+            extra["lastAction"] = verified
         extra.update(self._record(status, decision, now))
         if decision.apply:
             await self._act(policy, target, decision, resources, pods, extra, cond, now)
@@ -365,6 +385,83 @@ class Evaluator:
             # The API server refused the resize (e.g. a change that needs a restart): roll out instead.
             self.kube.patch_template(target, patch)
             return f"by rollout (in-place resize refused: {e})"
+
+    async def _verify_last_action(self, policy: PolicyRecord, status: Mapping[str, Any],
+                                  resources: tuple[ContainerResources, ...], pods: list[PodRecord],
+                                  now: datetime) -> dict[str, Any] | None:
+        """Once the verification window of the last applied action has passed, compare the signals
+        before and after it; roll it back (to the recorded previous values) if it made things worse."""
+        last = status.get("lastAction")
+        verification = (last or {}).get("verification") or {}
+        if not last or not last.get("applied") or verification.get("state") != "Pending" or \
+                now < _parse_time(verification["deadline"]):
+            return None
+        spec = policy.spec
+        try:
+            result = await asyncio.to_thread(self._compare, policy, last, resources, pods)
+        except PrometheusUnavailable as e:
+            return None if now - _parse_time(verification["deadline"]) < parse_duration(spec.verification.window) else \
+                {**last, "verification": {**verification, "state": "Failed", "message": f"not verified: {e}"[:1024]}}
+        if not result.should_roll_back:
+            return {**last, "verification": {**verification, "state": "Passed", "message": result.message[:1024]}}
+        if not spec.verification.rollback_on_regression:
+            return {**last, "verification": {**verification, "state": "Failed",
+                                             "message": f"regressed, rollback disabled: {result.message}"[:1024]}}
+        undo = Decision(Reason.SCALED_DOWN, "rollback", changes=tuple(
+            Change(ch["container"], ch["resource"], ch.get("value", "requests"), float(parse_quantity(ch["to"])),
+                   float(parse_quantity(ch["from"]))) for ch in last.get("changes") or [] if ch.get("from")))
+        target = policy.target
+        try:
+            how = await asyncio.to_thread(self._actuate, target, spec.scaling.method, resources_patch(undo, resources), pods)
+        except KubeError as e:
+            self.metrics.actions.labels(result="failed").inc()
+            return {**last, "verification": {**verification, "state": "Failed",
+                                             "message": f"regressed, rollback failed: {e}; {result.message}"[:1024]}}
+        self.metrics.actions.labels(result="rolled_back").inc()
+        message = f"rolled back {how}: {result.message}"
+        for change in undo.changes:
+            log.info("RolledBack %s/%s %s (%s)", target.kind, target.name, change.describe(), result.message[:300])
+        for involved in (policy.involved(), {"apiVersion": "apps/v1", "kind": target.kind, "name": target.name,
+                                             "namespace": target.namespace}):
+            await asyncio.to_thread(self.kube.event, involved, "Warning", "RolledBack", f"kubetune: {message}")
+        return {**last, "verification": {**verification, "state": "RolledBack", "message": message[:1024]}}
+
+    def _compare(self, policy: PolicyRecord, last: Mapping[str, Any], resources: tuple[ContainerResources, ...],
+                 pods: list[PodRecord]):
+        """Before/after samples of CPU utilisation, latency and error rate around the action."""
+        spec, s = policy.spec, self.settings
+        window = parse_duration(spec.verification.window)
+        acted = _parse_time(last["time"])
+        at = (acted + window).timestamp()
+        span = f"{int(2 * window.total_seconds())}s"
+        selector = workload_pods(policy.namespace, spec.target_ref.name)
+        before_requests = {c.name: dict(c.requests) for c in resources}
+        for ch in last.get("changes") or []:
+            if ch.get("value", "requests") == "requests" and ch.get("from") and ch["container"] in before_requests:
+                before_requests[ch["container"]][ch["resource"]] = float(parse_quantity(ch["from"]))
+        cpu_before = sum(r.get("cpu", 0.0) for r in before_requests.values())
+        cpu_after = sum(c.requests.get("cpu", 0.0) for c in resources)
+        queries: list[tuple[str, MetricKind, str, Callable[[float, bool], float]]] = []
+        if cpu_before and cpu_after:
+            usage = (f"avg(sum by (pod) (rate(container_cpu_usage_seconds_total{{{selector},{CONTAINERS_ONLY}}}"
+                     f"[{s.rate_window}])))")
+            queries.append(("cpuUtilization", MetricKind.UTILIZATION, usage,
+                            lambda v, after: 100 * v / (cpu_after if after else cpu_before)))
+        latency = spec.metrics.latency if spec.metrics else None
+        if latency and latency.histogram:
+            queries.append(("latencyP95Ms", MetricKind.LATENCY,
+                            f"histogram_quantile(0.95, sum by (le) (rate({latency.histogram}_bucket{{{selector}}}"
+                            f"[{s.rate_window}])))", lambda v, after: 1000 * v))
+        if spec.metrics and spec.metrics.error_rate:
+            expr = policy_query(spec.metrics.error_rate.query, namespace=policy.namespace,
+                                workload=spec.target_ref.name, pods=[p.name for p in pods], rate_window=s.rate_window)
+            queries.append(("errorRatePercent", MetricKind.ERROR_RATE, expr, lambda v, after: 100 * v))
+        windows = []
+        for name, kind, expr, scale in queries:
+            samples = self.prometheus.series(workload_series(expr, span, s.query_step), at)
+            windows.append(MetricWindows(name, kind, [scale(v, False) for t, v in samples if t < acted.timestamp()],
+                                         [scale(v, True) for t, v in samples if t >= acted.timestamp()]))
+        return verify_action(windows, Tolerance(relative=spec.verification.max_regression_percent / 100))
 
     async def _application_metrics(self, policy: PolicyRecord, pods: list[PodRecord]) -> dict[str, float | None]:
         """The user's error-rate and throughput templates: one query each per policy (they are the

@@ -16,7 +16,8 @@ from prometheus_api_client import PrometheusConnect
 from kubetune.promql import PromQuery
 from kubetune.settings import OperatorSettings
 
-Samples = dict[tuple[str, ...], float]
+# Keyed by the query's labels; a float, or a tuple of floats for range (subquery) results.
+Samples = dict[tuple[str, ...], float | tuple[float, ...]]
 
 
 class PrometheusUnavailable(Exception):
@@ -59,12 +60,28 @@ class Prometheus:
             stats.per_query[query.name] = elapsed
             samples: Samples = {}
             for item in raw:
-                value = float(item["value"][1])
-                if math.isnan(value):
+                key = tuple(item["metric"].get(label, "") for label in query.key)
+                if "values" in item:  # a range (subquery): the series, oldest first
+                    samples[key] = tuple(v for _, raw_value in item["values"] if not math.isnan(v := float(raw_value)))
                     continue
-                samples[tuple(item["metric"].get(label, "") for label in query.key)] = value
+                value = float(item["value"][1])
+                if not math.isnan(value):
+                    samples[key] = value
             results[query.name] = samples
         return results, stats
+
+    def series(self, expr: str, at: float) -> tuple[tuple[float, float], ...]:
+        """One range result evaluated at unix time `at`, summed over series: ((time, value), ...)."""
+        try:
+            raw = self._client().custom_query(expr, params={"time": at})
+        except Exception as e:
+            raise PrometheusUnavailable(f"query {expr[:80]!r} failed: {str(e)[:200]}") from e
+        totals: dict[float, float] = {}
+        for item in raw:
+            for t, v in item.get("values", []):
+                if not math.isnan(float(v)):
+                    totals[float(t)] = totals.get(float(t), 0.0) + float(v)
+        return tuple(sorted(totals.items()))
 
     def scalar(self, expr: str) -> float | None:
         """One value from a user's query template (error rate, throughput); None = no data."""

@@ -59,6 +59,8 @@ class QueryPlan:
     sustained: frozenset[tuple[str, str, str]] = frozenset()
     histograms: frozenset[str] = frozenset()
     with_recommendation_history: bool = True
+    # The recent CPU usage series for trend prediction and anomaly detection; None = not needed.
+    series_window: str | None = None
 
 
 def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str) -> list[PromQuery]:
@@ -77,6 +79,8 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
         queries.append(PromQuery(f"{resource}_{agg}_{window}",
                                  f"{agg}_over_time({series}) and on (namespace, pod, container) "
                                  f"count_over_time({series}) >= {points}"))
+    if plan.series_window:
+        queries.append(PromQuery("series:cpu", f"({usage['cpu']})[{plan.series_window}:{step}]"))
     for histogram in sorted(plan.histograms):
         queries.append(PromQuery(f"latency:{histogram}",
                                  f"sum by (namespace, pod, le) (rate({histogram}_bucket{{{ns}}}[{rate_window}]))",
@@ -93,6 +97,16 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
                                    f"(increase(container_oom_events_total{{{CONTAINERS_ONLY},{ns}}}[{history}]))"),
         ]
     return queries
+
+
+def workload_series(expr: str, window: str, step: str) -> str:
+    """`expr` as a range over `window` at `step` (evaluated at a chosen time: before and after an action)."""
+    return f"({expr})[{window}:{step}]"
+
+
+def workload_pods(namespace: str, workload: str) -> str:
+    """Matchers for a workload's pods by name: `<workload>-...` is how its controller names them."""
+    return f'namespace="{namespace}",pod=~"{regex_literal(workload)}-.+"'
 
 
 def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable[str], rate_window: str) -> str:

@@ -35,6 +35,19 @@ def _key(containers: tuple[ContainerResources, ...]) -> tuple:
     return tuple((c.name, tuple(sorted(c.requests.items())), tuple(sorted(c.limits.items()))) for c in containers)
 
 
+def _mean_right_aligned(series: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """The mean over pods per step, aligned on the newest sample (a new pod has a shorter series;
+    subquery steps are aligned to absolute time, so the newest samples coincide)."""
+    if not series:
+        return ()
+    longest = max(len(s) for s in series)
+    out = []
+    for back in range(longest, 0, -1):
+        present = [s[-back] for s in series if len(s) >= back]
+        out.append(fmean(present))
+    return tuple(out)
+
+
 def _per_container(samples: Samples, namespace: str, pods: list[str], container: str) -> list[float]:
     return [v for pod in pods if (v := samples.get((namespace, pod, container))) is not None]
 
@@ -65,10 +78,12 @@ def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[
             if found:
                 history[query] = sum(found) if query == "oom_kills" else max(found)
         throttling, faults = values("cpu_throttling"), values("major_faults")
+        series = [v for v in values("series:cpu") if isinstance(v, tuple) and v]
         containers.append(ContainerSignals(
             name=res.name, requests=res.requests, limits=res.limits, usage=usage, sustained=sustained,
             throttling=fmean(throttling) if throttling else None,
-            major_faults_per_second=max(faults) if faults else None, history=history))
+            major_faults_per_second=max(faults) if faults else None, history=history,
+            cpu_series=_mean_right_aligned(series)))
     latency = {}
     if histogram:
         buckets: dict[float, float] = {}

@@ -178,3 +178,13 @@ def test_current_resources_are_what_most_running_pods_run_with():
     pods = [pod("a", 0.6), pod("b", 0.6), pod("c", 0.5), pod("d", 0.9, phase="Pending")]
     assert current_resources(pods, template)[0].requests == {"cpu": 0.6}
     assert current_resources([], template) == template
+
+
+def test_a_rolled_back_change_is_not_retried_until_its_backoff_passed():
+    rolled = ActionRecord(time=NOW - timedelta(minutes=15), action=Action.INCREASE_RESOURCES, rule="high-load",
+                          applied=True, verification={"state": "RolledBack", "deadline": NOW - timedelta(minutes=5)})
+    blocked = run(c=container(cpu_util_min5=90), past_actions=(rolled,))
+    assert blocked.reason is Reason.BACKOFF and not blocked.apply
+    later = decide(PolicyInputs(spec=spec(), signals=WorkloadSignals(containers=(container(cpu_util_min5=90),)),
+                                now=NOW + timedelta(minutes=10), past_actions=(rolled,)))
+    assert later.reason is Reason.SCALED_UP and later.apply
