@@ -48,6 +48,14 @@ def run_metrics_only(settings: AgentSettings, agent: NodeAgent) -> None:
         time.sleep(max(0.0, settings.collection_interval_seconds - (time.monotonic() - started)))
 
 
+def _plan_version(obj: dict | None) -> tuple[str, int] | None:
+    """Which plan an object holds: its UID and spec generation (status writes leave both alone)."""
+    if obj is None:
+        return None
+    meta = obj.get("metadata", {})
+    return meta.get("uid", ""), meta.get("generation", 0)
+
+
 class NodeTuningWatch:
     """Watches one NodeTuning, applies it each interval, writes its status and Node Events."""
 
@@ -80,9 +88,13 @@ class NodeTuningWatch:
                     field_selector=f"metadata.name={name}",
                     timeout_seconds=max(1, int(self.settings.collection_interval_seconds)))
                 for event in stream:
+                    before = _plan_version(self.obj)
                     self.obj = None if event["type"] == "DELETED" else event["object"]
                     self.known = True
-                    self.tick()
+                    # Only a new plan (or a created or deleted object) is worth a cycle now: our own
+                    # status patch comes back as MODIFIED too, and reacting to it would loop.
+                    if _plan_version(self.obj) != before:
+                        self.tick()
             except self.client.ApiException as error:
                 log.warning("API server: %s %s; sampling only until it answers", error.status, error.reason)
                 self.known = False

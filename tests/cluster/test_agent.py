@@ -1,0 +1,263 @@
+"""The node agent against a real API server: `kubetune-agent` as a process serving the kwok node
+kwok-node-1, with this machine as its host (host root `/`).
+
+Recommend mode writes nothing to this machine, so that test only reads /proc/sys; the Auto test
+writes vm.swappiness (root only) and puts the original back in a `finally` whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+import localcluster  # deploy/local, on sys.path via tests/conftest.py
+from tests.cluster.test_operator import wait_for
+
+pytestmark = pytest.mark.cluster
+
+NODE = "kwok-node-1"
+SWAPPINESS = Path("/proc/sys/vm/swappiness")
+VFS_CACHE_PRESSURE = Path("/proc/sys/vm/vfs_cache_pressure")
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+POLICY = "NodeTuningPolicy/cluster-test"
+# metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+CONDITION_TYPE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                            r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$")
+CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+# metav1.Time is RFC 3339 in UTC; Go's parser also takes fractional seconds, which the agent writes.
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+class Agent:
+    """`kubetune-agent` as a process, configured as the DaemonSet configures it (host root `/` here)."""
+
+    def __init__(self, cluster, journal_dir: Path, log_path: Path):
+        self.metrics_port = localcluster.free_port()
+        self.env = {**cluster.env, "NODE_NAME": NODE, "KUBETUNE_HOST_ROOT": "/",
+                    "KUBETUNE_JOURNAL_DIR": str(journal_dir), "KUBETUNE_COLLECTION_INTERVAL_SECONDS": "1",
+                    "KUBETUNE_METRICS_ADDRESS": "127.0.0.1", "KUBETUNE_METRICS_PORT": str(self.metrics_port)}
+        self.journal = journal_dir / "journal.json"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kubetune_agent.main"], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def metrics(self) -> str:
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+
+def node_tuning(mode: str, knobs: dict[str, str], **spec) -> dict:
+    return {"apiVersion": "kubetune.io/v1alpha1", "kind": "NodeTuning", "metadata": {"name": NODE},
+            "spec": {"mode": mode, "knobs": [{"key": k, "value": v, "policy": POLICY, "reason": "cluster test"}
+                                             for k, v in knobs.items()], **spec}}
+
+
+def apply(cluster, body: dict) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+def get_nt(cluster) -> dict:
+    return json.loads(cluster.kubectl("get", "nodetuning", NODE, "-o", "json").stdout)
+
+
+def knob(obj: dict, key: str) -> dict:
+    return next((k for k in obj.get("status", {}).get("knobs", []) if k["key"] == key), {})
+
+
+def condition(obj: dict, type_: str) -> dict:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def observed(cluster) -> dict | None:
+    """The NodeTuning once its status is for its current generation, else None."""
+    obj = get_nt(cluster)
+    status = obj.get("status") or {}
+    return obj if status.get("observedGeneration") == obj["metadata"]["generation"] else None
+
+
+def node_events(cluster, reason: str) -> list[dict]:
+    out = cluster.kubectl("get", "events", "-n", "default", "-o", "json", "--field-selector",
+                          f"involvedObject.kind=Node,involvedObject.name={NODE},reason={reason}").stdout
+    return json.loads(out)["items"]
+
+
+def timestamp(value: str) -> datetime:
+    assert RFC3339.match(value), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def status_writes(cluster, seconds: int) -> int:
+    """How many times the NodeTuning changes during ``seconds`` (a watch from now)."""
+    out = cluster.kubectl("get", "nodetuning", NODE, "--watch-only", "--output-watch-events", "-o", "json",
+                          f"--request-timeout={seconds}s", check=False, timeout=seconds + 30).stdout
+    return out.count('"type":"MODIFIED"') + out.count('"type": "MODIFIED"')
+
+
+def read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def other_value(path: Path, candidates: tuple[str, ...]) -> str:
+    """A valid value that differs from the live one, so the knob has something to plan."""
+    return next(v for v in candidates if v != read(path))
+
+
+@pytest.fixture
+def agent(cluster, crds, tmp_path):
+    if cluster.kubectl("get", "node", NODE, check=False).returncode:
+        pytest.skip(f"node {NODE} is not in this cluster (the local cluster makes it)")
+    cluster.kubectl("delete", "nodetuning", NODE, "--ignore-not-found", "--wait=true")
+    runner = Agent(cluster, tmp_path / "journal", tmp_path / "agent.log")
+    runner.start()
+    try:
+        yield runner
+    finally:
+        # A deleted NodeTuning is an empty plan: the agent puts journaled originals back.
+        cluster.kubectl("delete", "nodetuning", NODE, "--ignore-not-found", "--wait=true", check=False)
+        if runner.alive() and runner.journal.exists():
+            try:
+                wait_for("the agent to empty its journal", lambda: not json.loads(runner.journal.read_text())["knobs"],
+                         timeout=15)
+            except BaseException:  # noqa: BLE001  (restore is the test's own finally; report the log)
+                pass
+        runner.stop()
+        print(runner.log()[-4000:])
+
+
+def assert_condition_shape(cond: dict, generation: int) -> None:
+    assert set(cond) <= {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}, cond
+    assert CONDITION_TYPE.match(cond["type"]) and len(cond["type"]) <= 316, cond
+    assert cond["status"] in ("True", "False", "Unknown"), cond
+    assert CONDITION_REASON.match(cond["reason"]) and len(cond["reason"]) <= 1024, cond
+    assert isinstance(cond.get("message", ""), str) and len(cond.get("message", "")) <= 32768, cond
+    timestamp(cond["lastTransitionTime"])
+    assert cond["observedGeneration"] == generation, cond
+
+
+def test_recommend_mode_reports_the_plan_and_writes_nothing(cluster, agent):
+    before = {p: read(p) for p in (SWAPPINESS, VFS_CACHE_PRESSURE, SOMAXCONN)}
+    plan = {"vm.swappiness": other_value(SWAPPINESS, ("10", "11")),
+            "vm.vfs_cache_pressure": other_value(VFS_CACHE_PRESSURE, ("50", "51")),
+            "sysctl.net.core.somaxconn": other_value(SOMAXCONN, ("2048", "2049"))}
+    apply(cluster, node_tuning("Recommend", plan))
+
+    obj = wait_for("status for the first generation", lambda: (o := observed(cluster))
+                   and all(knob(o, k) for k in plan) and o, timeout=60)
+    generation = obj["metadata"]["generation"]
+    status = obj["status"]
+    for key, value in plan.items():
+        entry = knob(obj, key)
+        assert entry["state"] == "Planned", entry
+        assert entry["desired"] == value, entry
+        assert entry["current"] == before[{"vm.swappiness": SWAPPINESS, "vm.vfs_cache_pressure": VFS_CACHE_PRESSURE,
+                                           "sysctl.net.core.somaxconn": SOMAXCONN}[key]], entry
+    applied, degraded = condition(obj, "Applied"), condition(obj, "Degraded")
+    assert applied and degraded, status.get("conditions")
+    for cond in status["conditions"]:
+        assert_condition_shape(cond, generation)
+    assert applied["status"] == "False" and applied["reason"] == "Recommend", applied
+    heartbeat = timestamp(status["heartbeatTime"])
+    assert abs(datetime.now(UTC) - heartbeat) < timedelta(seconds=30), status["heartbeatTime"]
+
+    # The metrics summary needs two samples (rates); it comes on a later cycle.
+    metrics = wait_for("a metrics summary in status",
+                       lambda: get_nt(cluster).get("status", {}).get("metrics", {}).get("memoryPercent") is not None
+                       and get_nt(cluster)["status"]["metrics"], timeout=30)
+    assert 0 <= metrics["memoryPercent"] <= 100 and metrics.get("load1", 0) >= 0, metrics
+    assert "kubetune_node_load1" in agent.metrics()
+    # The heartbeat moves every interval.
+    wait_for("a newer heartbeat", lambda: get_nt(cluster)["status"]["heartbeatTime"] != status["heartbeatTime"],
+             timeout=15)
+
+    # Its own status patch comes back through the watch as MODIFIED; that is no reason for another
+    # cycle: about one status write per interval (1 s), not a loop (it was ~140 a second).
+    writes = status_writes(cluster, seconds=5)
+    assert 1 <= writes <= 15, f"{writes} status writes in 5 s at a 1 s interval"
+
+    # A plan change is a new generation; the agent picks it up.
+    plan["vm.swappiness"] = other_value(SWAPPINESS, ("20", "21"))
+    apply(cluster, node_tuning("Recommend", plan))
+    obj = wait_for("status for the new generation", lambda: (o := observed(cluster))
+                   and o["metadata"]["generation"] > generation and o, timeout=30)
+    assert knob(obj, "vm.swappiness")["desired"] == plan["vm.swappiness"]
+    assert knob(obj, "vm.swappiness")["state"] == "Planned"
+    assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in obj["status"]["conditions"])
+
+    # Degraded: a memory threshold below what this machine uses is crossed at once; the transition is
+    # a Warning Event on the Node.
+    apply(cluster, node_tuning("Recommend", plan, thresholds={"memory": {"warningPercent": 0.5, "criticalPercent": 1}}))
+    obj = wait_for("Degraded=True", lambda: (o := get_nt(cluster)) and condition(o, "Degraded").get("status") == "True"
+                   and o, timeout=30)
+    assert condition(obj, "Degraded")["reason"] == "ThresholdExceeded", condition(obj, "Degraded")
+    assert "memory_used_percent" in condition(obj, "Degraded")["message"]
+    events = wait_for("a ThresholdExceeded Event on the Node", lambda: node_events(cluster, "ThresholdExceeded"),
+                      timeout=15)
+    event = events[-1]
+    assert event["type"] == "Warning" and event["source"]["component"] == "kubetune-agent", event
+    assert event["involvedObject"] == {"kind": "Node", "name": NODE, "apiVersion": "v1"}, event["involvedObject"]
+    assert event["message"].startswith("Degraded: ")
+
+    # Recommend never wrote to this machine.
+    assert {p: read(p) for p in before} == before
+    assert agent.alive(), agent.log()[-3000:]
+
+
+def test_auto_mode_applies_and_restores_swappiness(cluster, agent):
+    if os.geteuid() != 0:
+        pytest.skip("Auto mode writes /proc/sys/vm/swappiness and needs root")
+    original = read(SWAPPINESS)
+    target = "13" if original != "13" else "17"
+    try:
+        apply(cluster, node_tuning("Auto", {"vm.swappiness": target}))
+        obj = wait_for("vm.swappiness Applied", lambda: (o := observed(cluster))
+                       and knob(o, "vm.swappiness").get("state") == "Applied" and o, timeout=60)
+        entry = knob(obj, "vm.swappiness")
+        assert entry["current"] == target and entry["desired"] == target, entry
+        assert entry["original"] == original, entry
+        assert read(SWAPPINESS) == target
+        assert condition(obj, "Applied")["status"] == "True", condition(obj, "Applied")
+        journal = json.loads(agent.journal.read_text())
+        assert journal["knobs"]["vm.swappiness"]["original"] == {"proc/sys/vm/swappiness": original}
+
+        # The knob leaves the plan: its exact original comes back and leaves the journal.
+        generation = obj["metadata"]["generation"]
+        apply(cluster, node_tuning("Auto", {}))
+        wait_for("the original swappiness back", lambda: read(SWAPPINESS) == original, timeout=30)
+        obj = wait_for("status for the plan without the knob", lambda: (o := observed(cluster))
+                       and o["metadata"]["generation"] > generation and o, timeout=30)
+        assert read(SWAPPINESS) == original
+        assert "vm.swappiness" not in json.loads(agent.journal.read_text())["knobs"]
+        assert knob(obj, "vm.swappiness").get("state") in (None, "Restored"), knob(obj, "vm.swappiness")
+        assert agent.alive(), agent.log()[-3000:]
+    finally:
+        agent.stop()  # nothing writes it after this
+        if read(SWAPPINESS) != original:
+            SWAPPINESS.write_text(original)
+        assert read(SWAPPINESS) == original
