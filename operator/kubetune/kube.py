@@ -107,18 +107,28 @@ class Kube:
 
     # --- NodeTuning --------------------------------------------------------------------------------
 
-    def apply_node_tuning(self, name: str, spec: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    def apply_node_tuning(self, name: str, spec: Mapping[str, Any], labels: Mapping[str, str],
+                          annotations: Mapping[str, str] | None = None) -> None:
         """Create the node's NodeTuning, or replace its spec (server-side apply: the operator owns spec,
-        the agent owns status, neither overwrites the other)."""
+        the agent owns status, neither overwrites the other). Labels and annotations the operator applied
+        before and leaves out now are removed."""
         self._count()
         names = constants.NODE_TUNING
-        body = {"apiVersion": constants.API_VERSION, "kind": names.kind,
-                "metadata": {"name": name, "labels": dict(labels)}, "spec": dict(spec)}
+        metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        body = {"apiVersion": constants.API_VERSION, "kind": names.kind, "metadata": metadata, "spec": dict(spec)}
         _call(f"apply NodeTuning {name}", self.custom.api_client.call_api,
               f"/apis/{constants.GROUP}/{constants.VERSION}/{names.plural}/{name}", "PATCH",
               query_params=[("fieldManager", "kubetune-operator"), ("force", "true")],
               header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
               body=body, auth_settings=["BearerToken"], _return_http_data_only=True)
+
+    def patch_node_tuning_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self._count()
+        names = constants.NODE_TUNING_POLICY
+        _call(f"patch status of {names.kind} {name}", self.custom.patch_cluster_custom_object_status,
+              constants.GROUP, constants.VERSION, names.plural, name, {"status": status})
 
     def delete_node_tuning(self, name: str) -> None:
         self._count()

@@ -22,6 +22,9 @@ from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import ClusterView, Evaluator, PolicyRecord, WorkloadRecord
 from kubetune.kube import Kube
 from kubetune.metrics import OperatorMetrics
+from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
+from kubetune.nodeplanner import NodePlanner, NodeView, node_facts, node_tuning_record
+from kubetune.nodetuning import NodeTuningPolicyRecord
 from kubetune.prometheus import Prometheus
 from kubetune.settings import OperatorSettings, SettingsError
 from kubetune.workloads import WorkloadRef, owning_workload, pod_record, template_containers
@@ -87,6 +90,29 @@ def node_index(name: str, status: kopf.Status, labels: kopf.Labels, **_: Any):
     return {name: (dict(labels), dict(status.get("allocatable") or {}))}
 
 
+@kopf.index(constants.GROUP, constants.VERSION, NTP.plural)
+def node_tuning_policy_index(meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any):
+    try:
+        parsed, error = NodeTuningPolicySpec.model_validate(dict(spec)), None
+    except ValidationError as e:
+        parsed, error = None, spec_error(e)
+    return {meta["name"]: NodeTuningPolicyRecord(name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
+                                                 spec=parsed, spec_error=error, status=dict(status))}
+
+
+@kopf.index(constants.GROUP, constants.VERSION, NT.plural)
+def node_tuning_index(meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any):
+    return {meta["name"]: node_tuning_record(meta, spec, status)}
+
+
+@kopf.on.event("nodes")
+def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
+    # kopf calls event handlers only once every index is filled: until then, an empty index would
+    # look like "no policy applies" and the node-tuning loop would delete every NodeTuning.
+    if memo.get("indexes_ready"):
+        memo.indexes_ready.set()
+
+
 # --- the loops --------------------------------------------------------------------------------------
 
 
@@ -112,6 +138,13 @@ def cluster_view(indices: dict[str, kopf.Index]) -> ClusterView:
                        pods=indices["pod_index"], workloads=workloads, hpas=hpas, node_capacity=capacity)
 
 
+def node_view(indices: dict[str, kopf.Index]) -> NodeView:
+    return NodeView(nodes={name: node_facts(*facts) for name, facts in _single(indices["node_index"]).items()},
+                    node_policies=[p for store in indices["node_tuning_policy_index"].values() for p in store],
+                    performance_policies=[p for store in indices["policy_index"].values() for p in store],
+                    pods=indices["pod_index"], node_tunings=_single(indices["node_tuning_index"]))
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: OperatorSettings = memo.config
@@ -126,15 +159,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # kopf's own Events only for problems; ours explain decisions
     indices = {name: kwargs[name] for name in ("policy_index", "pod_index", "deployment_index", "statefulset_index",
-                                               "daemonset_index", "hpa_index", "node_index")}
+                                               "daemonset_index", "hpa_index", "node_index",
+                                               "node_tuning_policy_index", "node_tuning_index")}
     metrics: OperatorMetrics = memo.metrics
     evaluator = Evaluator(config, Prometheus(config), Kube(), metrics)
     memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices)))
+    memo.indexes_ready = asyncio.Event()
+    memo.node_planning = asyncio.create_task(NodePlanner(config, Kube(), metrics).run_forever(
+        lambda: node_view(indices), ready=memo.indexes_ready))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    for task in (memo.get("evaluation"),):
+    for task in (memo.get("evaluation"), memo.get("node_planning")):
         if task:
             task.cancel()
 

@@ -1,0 +1,149 @@
+"""Node-tuning resolution end to end: `kubetune-operator` as a real process against the real API server
+with kwok nodes (kwok-node-0 and kwok-node-2 are labelled `kubetune.io/pool=general`, kwok-node-1
+`batch`). NodeTuning objects follow node labels, NodeTuningPolicies and PerformancePolicy process tuning.
+
+NodeTuningPolicies and node labels are cluster-wide and the cluster is shared by the session: every
+test removes what it created in `finally`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cluster.test_operator import Operator, condition, deploy, running_pods, wait_for
+
+pytestmark = pytest.mark.cluster
+MANAGED = "app.kubernetes.io/managed-by=kubetune"
+POOL = "kubetune.io/pool"
+
+
+@pytest.fixture
+def operator(cluster, crds, prometheus, namespace, tmp_path):
+    op = Operator(cluster, prometheus.url, namespace, tmp_path / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    print(op.log()[-4000:])
+
+
+def node_tunings(cluster) -> dict[str, dict]:
+    out = cluster.kubectl("get", "nodetunings", "-l", MANAGED, "-o", "json").stdout
+    return {o["metadata"]["name"]: o for o in json.loads(out)["items"]}
+
+
+def knobs(obj) -> dict[str, dict]:
+    return {k["key"]: k for k in obj["spec"].get("knobs", [])}
+
+
+def node_policy(cluster, name, priority=0, pool="general", mode="Auto", **spec):
+    body = {"apiVersion": "kubetune.io/v1alpha1", "kind": "NodeTuningPolicy", "metadata": {"name": name},
+            "spec": {"nodeSelector": {"matchExpressions": [{"key": POOL, "operator": "In", "values": [pool]}]},
+                     "priority": priority, "mode": mode, **spec}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+
+def get_policy(cluster, name):
+    return json.loads(cluster.kubectl("get", "nodetuningpolicy", name, "-o", "json").stdout)
+
+
+def somaxconn(value: str) -> dict:
+    return {"sysctls": [{"name": "net.core.somaxconn", "value": value}]}
+
+
+def cleanup(cluster, *policies):
+    for name in policies:
+        cluster.kubectl("delete", "nodetuningpolicy", name, "--ignore-not-found", check=False)
+    cluster.kubectl("label", "node", "kwok-node-1", f"{POOL}=batch", "--overwrite", check=False)
+
+
+def test_node_tunings_follow_labels_priorities_and_policies(cluster, operator):
+    policies = ("e2e-general", "e2e-db", "e2e-rival")
+    try:
+        node_policy(cluster, "e2e-general", mode="Recommend", **somaxconn("4096"))
+        nts = wait_for("NodeTunings on the general nodes",
+                       lambda: (n := node_tunings(cluster)) and set(n) == {"kwok-node-0", "kwok-node-2"} and n)
+        spec = nts["kwok-node-0"]["spec"]
+        assert spec["mode"] == "Recommend"
+        assert knobs(nts["kwok-node-0"])["sysctl.net.core.somaxconn"]["value"] == "4096"
+        assert knobs(nts["kwok-node-0"])["sysctl.net.core.somaxconn"]["policy"] == "NodeTuningPolicy/e2e-general"
+        status = wait_for("the policy's status", lambda: get_policy(cluster, "e2e-general").get("status"))
+        assert status["matchedNodes"] == 2
+        assert condition({"status": status}, "Ready")["status"] == "True"
+
+        # Relabelling moves a node in and out.
+        cluster.kubectl("label", "node", "kwok-node-1", f"{POOL}=general", "--overwrite")
+        wait_for("a NodeTuning for kwok-node-1", lambda: "kwok-node-1" in node_tunings(cluster))
+        cluster.kubectl("label", "node", "kwok-node-1", f"{POOL}=batch", "--overwrite")
+        wait_for("kwok-node-1's NodeTuning deleted", lambda: "kwok-node-1" not in node_tunings(cluster))
+
+        # A higher priority overrides the field it sets; the node's mode follows the most cautious policy.
+        node_policy(cluster, "e2e-db", priority=10, **somaxconn("8192"))
+        knob = wait_for("the higher priority's value", lambda: (k := knobs(node_tunings(cluster)["kwok-node-2"])
+                                                                 ["sysctl.net.core.somaxconn"])["value"] == "8192" and k)
+        assert knob["policy"] == "NodeTuningPolicy/e2e-db" and "NodeTuningPolicy/e2e-general" in knob["reason"]
+        assert node_tunings(cluster)["kwok-node-2"]["spec"]["mode"] == "Recommend"
+        node_policy(cluster, "e2e-general", mode="Auto", **somaxconn("4096"))
+        wait_for("mode Auto once every policy is Auto",
+                 lambda: {n["spec"]["mode"] for n in node_tunings(cluster).values()} == {"Auto"})
+
+        # Equal priority, different value: the knob is left unchanged and both policies say Conflict.
+        node_policy(cluster, "e2e-rival", priority=10, **somaxconn("1024"))
+        wait_for("the conflicting knob left out",
+                 lambda: "sysctl.net.core.somaxconn" not in knobs(node_tunings(cluster)["kwok-node-0"]))
+        for name in ("e2e-db", "e2e-rival"):
+            c = wait_for(f"Conflict on {name}", lambda: (c := condition(get_policy(cluster, name), "Conflict"))
+                         .get("status") == "True" and c)
+            assert "sysctl.net.core.somaxconn" in c["message"] and "NodeTuningPolicy/e2e-rival=1024" in c["message"]
+        annotations = node_tunings(cluster)["kwok-node-0"]["metadata"].get("annotations", {})
+        assert "sysctl.net.core.somaxconn: Conflict" in annotations.get("kubetune.io/conflicts", "")
+        assert condition(get_policy(cluster, "e2e-general"), "Conflict")["status"] == "False"
+        cluster.kubectl("delete", "nodetuningpolicy", "e2e-rival")
+        wait_for("the conflict resolved", lambda: knobs(node_tunings(cluster)["kwok-node-0"])
+                 .get("sysctl.net.core.somaxconn", {}).get("value") == "8192")
+
+        # Nothing applies any more: the NodeTunings go (the agent restores the originals).
+        cluster.kubectl("delete", "nodetuningpolicy", "e2e-general", "e2e-db")
+        wait_for("every NodeTuning deleted", lambda: node_tunings(cluster) == {})
+        assert "NodeTuning kwok-node-0: deleted" in operator.log()
+        assert "sysctl.net.core.somaxconn 4096 -> 8192" in operator.log()
+    finally:
+        cleanup(cluster, *policies)
+
+
+def test_process_tuning_of_a_performance_policy_is_clamped(cluster, operator, namespace):
+    try:
+        # The general nodes' admin allows nice down to -5; elsewhere the operator's floor (-10) holds.
+        node_policy(cluster, "e2e-limits", processTuning={"minNice": -5, "allowCpuPinning": False})
+        deploy(cluster, namespace, replicas=3)
+        body = {"apiVersion": "kubetune.io/v1alpha1", "kind": "PerformancePolicy",
+                "metadata": {"name": "api", "namespace": namespace},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}, "mode": "Auto",
+                         "processTuning": {"nice": -15, "ioClass": "BestEffort", "ioPriority": 1, "cpuPinning": True}}}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+        pods = {p["metadata"]["uid"]: p for p in running_pods(cluster, namespace, "api")}
+
+        def entries():
+            found = {e["podUID"]: (name, e) for name, nt in node_tunings(cluster).items()
+                     for e in nt["spec"].get("processes", []) if e["namespace"] == namespace}
+            return found if set(found) == set(pods) else None
+
+        found = wait_for("a process entry for every pod", entries)
+        for uid, (node, entry) in found.items():
+            assert node == pods[uid]["spec"]["nodeName"]
+            general = node in ("kwok-node-0", "kwok-node-2")
+            assert entry["nice"] == (-5 if general else -10), (node, entry)
+            assert entry["ioClass"] == "BestEffort" and entry["ioPriority"] == 1
+            assert "cpus" not in entry  # pinning: not allowed on general, no admin policy elsewhere
+            assert entry["containerName"] == "app" and entry["policy"] == f"PerformancePolicy/{namespace}/api"
+
+        # The policy goes: its entries go; only the general nodes keep a NodeTuning (their policy).
+        cluster.kubectl("delete", "performancepolicy", "api", "-n", namespace)
+        wait_for("the process entries removed", lambda: not any(
+            nt["spec"].get("processes") for nt in node_tunings(cluster).values()))
+        assert set(node_tunings(cluster)) == {"kwok-node-0", "kwok-node-2"}
+        cluster.kubectl("delete", "nodetuningpolicy", "e2e-limits")
+        wait_for("every NodeTuning deleted", lambda: node_tunings(cluster) == {})
+    finally:
+        cleanup(cluster, "e2e-limits")

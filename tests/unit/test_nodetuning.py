@@ -1,0 +1,337 @@
+"""Node-tuning resolution tables: node labels, NodeTuningPolicies, PerformancePolicy process tuning and
+reported block devices in; one NodeTuning spec per node, matched nodes and conflicts out."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from kubetune.api.common import LabelSelector
+from kubetune.api.nodetuning import BlockDevice, NodeTuningSpec
+from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
+from kubetune.api.performancepolicy import PerformancePolicySpec, ProcessTuning
+from kubetune.evaluation import PolicyRecord
+from kubetune.nodeplanner import NodeTuningRecord, NodeView, process_requests, resolve
+from kubetune.nodetuning import (
+    NodeFacts,
+    NodeTuningPolicyRecord,
+    ProcessRequest,
+    describe_changes,
+    normalised_spec,
+    policy_status,
+    resolve_node_tunings,
+    selector_matches,
+)
+from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef
+
+pytestmark = pytest.mark.unit
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+NODES = {"n0": NodeFacts({"kubetune.io/pool": "general", "zone": "a"}, cpus=8),
+         "n1": NodeFacts({"kubetune.io/pool": "batch", "zone": "b"}, cpus=8),
+         "n2": NodeFacts({"kubetune.io/pool": "general"}, cpus=4)}
+
+
+def ntp(name, selector=None, priority=0, mode="Auto", **spec) -> NodeTuningPolicyRecord:
+    body = {"nodeSelector": selector if selector is not None else {"matchLabels": {"kubetune.io/pool": "general"}},
+            "priority": priority, "mode": mode, **spec}
+    return NodeTuningPolicyRecord(name, f"uid-{name}", 1, NodeTuningPolicySpec.model_validate(body), None)
+
+
+def sysctl(name, value):
+    return {"sysctls": [{"name": name, "value": value}]}
+
+
+def knobs(spec) -> dict[str, str]:
+    return {k["key"]: k["value"] for k in spec.get("knobs", [])}
+
+
+def run(policies, requests=(), devices=None, nodes=NODES, min_nice=-10, existing=None):
+    return resolve_node_tunings(nodes, policies, requests, devices or {}, min_nice=min_nice, existing=existing)
+
+
+# --- selectors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selector, labels, expected", [
+    ({}, {}, True),
+    ({"matchLabels": {"pool": "a"}}, {"pool": "a", "x": "y"}, True),
+    ({"matchLabels": {"pool": "a"}}, {"pool": "b"}, False),
+    ({"matchLabels": {"pool": "a"}}, {}, False),
+    ({"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a", "b"]}]}, {"pool": "b"}, True),
+    ({"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]}, {}, False),
+    ({"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["a"]}]}, {"pool": "b"}, True),
+    ({"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+    ({"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["a"]}]}, {"pool": "a"}, False),
+    ({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}, {"gpu": ""}, True),
+    ({"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}, {}, False),
+    ({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}, {}, True),
+    ({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}, {"gpu": "1"}, False),
+    ({"matchLabels": {"pool": "a"}, "matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]},
+     {"pool": "a", "zone": "z2"}, False),
+], ids=lambda v: str(v) if not isinstance(v, dict) else None)
+def test_selector(selector, labels, expected):
+    assert selector_matches(LabelSelector.model_validate(selector), labels) is expected
+
+
+# --- matching, priority, conflicts, mode ------------------------------------------------------------
+
+
+def test_policy_applies_to_exactly_the_matching_nodes():
+    result = run([ntp("general", **sysctl("net.core.somaxconn", "4096"))])
+    assert sorted(result.specs) == ["n0", "n2"]
+    assert knobs(result.specs["n0"]) == {"sysctl.net.core.somaxconn": "4096"}
+    assert result.policies["general"].matched_nodes == ["n0", "n2"]
+    assert result.specs["n0"]["knobs"][0]["policy"] == "NodeTuningPolicy/general"
+    NodeTuningSpec.model_validate(result.specs["n0"])  # valid wire form
+
+
+def test_node_no_longer_matched_gets_no_node_tuning():
+    nodes = {**NODES, "n2": NodeFacts({"kubetune.io/pool": "batch"})}
+    result = run([ntp("general", **sysctl("net.core.somaxconn", "4096"))], nodes=nodes)
+    assert sorted(result.specs) == ["n0"]
+
+
+@pytest.mark.parametrize("policies, expected, conflict", [
+    # higher priority wins the field it sets, the rest merge field by field
+    ([ntp("base", priority=0, sysctls=[{"name": "net.core.somaxconn", "value": "1024"},
+                                       {"name": "fs.file-max", "value": "100000"}]),
+      ntp("db", priority=10, **sysctl("net.core.somaxconn", "8192"))],
+     {"sysctl.net.core.somaxconn": "8192", "sysctl.fs.file-max": "100000"}, False),
+    # equal priority, same value: no conflict
+    ([ntp("a", **sysctl("net.core.somaxconn", "1024")), ntp("b", **sysctl("net.core.somaxconn", "1024"))],
+     {"sysctl.net.core.somaxconn": "1024"}, False),
+    # equal priority, different values: the knob is left out and reported
+    ([ntp("a", **sysctl("net.core.somaxconn", "1024")), ntp("b", **sysctl("net.core.somaxconn", "2048"))],
+     {}, True),
+    # a higher priority above the tie settles it
+    ([ntp("a", **sysctl("net.core.somaxconn", "1024")), ntp("b", **sysctl("net.core.somaxconn", "2048")),
+      ntp("c", priority=5, **sysctl("net.core.somaxconn", "4096"))],
+     {"sysctl.net.core.somaxconn": "4096"}, False),
+    # an Off policy contributes nothing
+    ([ntp("a", **sysctl("net.core.somaxconn", "1024")), ntp("b", priority=9, mode="Off", **sysctl("net.core.somaxconn", "2048"))],
+     {"sysctl.net.core.somaxconn": "1024"}, False),
+], ids=["priority-merge", "equal-same", "equal-different", "higher-settles-tie", "off-ignored"])
+def test_priority_merge(policies, expected, conflict):
+    result = run(policies)
+    assert knobs(result.specs["n0"]) == expected
+    assert bool(result.conflicts.get("n0")) is conflict
+
+
+def test_override_is_explained_in_the_knob_reason():
+    result = run([ntp("base", **sysctl("net.core.somaxconn", "1024")),
+                  ntp("db", priority=10, **sysctl("net.core.somaxconn", "8192"))])
+    knob = result.specs["n0"]["knobs"][0]
+    assert knob["policy"] == "NodeTuningPolicy/db"
+    assert "priority 10" in knob["reason"] and "NodeTuningPolicy/base (priority 0: 1024)" in knob["reason"]
+
+
+def test_conflict_is_reported_on_both_policies_status():
+    a, b = ntp("a", **sysctl("net.core.somaxconn", "1024")), ntp("b", **sysctl("net.core.somaxconn", "2048"))
+    result = run([a, b])
+    for record in (a, b):
+        status = policy_status(record, result.policies[record.name], NOW)
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["Conflict"]["status"] == "True"
+        assert "sysctl.net.core.somaxconn" in conditions["Conflict"]["message"]
+        assert "NodeTuningPolicy/a=1024" in conditions["Conflict"]["message"]
+        assert conditions["Ready"]["status"] == "True" and status["matchedNodes"] == 2
+
+
+def test_adaptive_rules_merge_by_field_and_dirty_ratios_stay_together():
+    low = ntp("low", memory={"swappiness": {"min": 5, "max": 30}, "dirtyRatio": {"min": 20, "max": 40},
+                             "dirtyBackgroundRatio": {"min": 5, "max": 10}},
+              cpu={"governor": {"highLoad": "performance"}})
+    high = ntp("high", priority=3, memory={"dirtyRatio": {"min": 10, "max": 30}})
+    spec = run([low, high]).specs["n0"]
+    memory = spec["adaptive"]["memory"]
+    assert memory["swappiness"] == {"min": 5, "max": 30}
+    assert memory["dirtyRatio"] == {"min": 10, "max": 30} and "dirtyBackgroundRatio" not in memory
+    assert spec["adaptive"]["cpu"]["governor"]["highLoad"] == "performance"
+    assert spec["adaptive"]["policy"] == "NodeTuningPolicy/high,NodeTuningPolicy/low"
+    assert "knobs" not in spec  # adaptive knobs are not also fixed knobs
+
+
+def test_thresholds_come_from_the_highest_priority_and_fall_back_to_defaults_on_conflict():
+    a = ntp("a", thresholds={"cpu": {"warningPercent": 50, "criticalPercent": 60}})
+    b = ntp("b", thresholds={"cpu": {"warningPercent": 55, "criticalPercent": 65}})
+    c = ntp("c", priority=1, thresholds={"memory": {"warningPercent": 50, "criticalPercent": 60}})
+    spec = run([a, b, c]).specs["n0"]
+    assert spec["thresholds"]["cpu"]["criticalPercent"] == 85  # a and b disagree: defaults
+    assert spec["thresholds"]["memory"]["criticalPercent"] == 60
+
+
+@pytest.mark.parametrize("modes, expected", [
+    (["Auto"], "Auto"), (["Recommend"], "Recommend"), (["Auto", "Recommend"], "Recommend"),
+    (["Auto", "Off"], "Auto"), (["Auto", "Auto"], "Auto"),
+])
+def test_mode_is_the_most_cautious_of_the_contributing_policies(modes, expected):
+    policies = [ntp(f"p{i}", mode=m, priority=i) for i, m in enumerate(modes)]
+    assert run(policies).specs["n0"]["mode"] == expected
+
+
+def test_only_off_policies_mean_no_node_tuning():
+    assert run([ntp("a", mode="Off", **sysctl("net.core.somaxconn", "1024"))]).specs == {}
+
+
+# --- block devices --------------------------------------------------------------------------------
+
+DEVICES = {"n0": [BlockDevice(name="sda", device_class="HDD"), BlockDevice(name="sdb", device_class="SSD"),
+                  BlockDevice(name="nvme0n1", device_class="NVMe"), BlockDevice(name="dm-0", device_class="SSD")]}
+
+
+@pytest.mark.parametrize("rules, expected", [
+    ([{"deviceClass": "HDD", "scheduler": "bfq"}], {"block.sda.scheduler": "bfq"}),
+    ([{"deviceClass": "SSD", "scheduler": "deadline", "readAheadKb": 128}],
+     {"block.sdb.scheduler": "mq-deadline", "block.sdb.readAheadKb": "128",
+      "block.dm-0.scheduler": "mq-deadline", "block.dm-0.readAheadKb": "128"}),
+    ([{"devicePattern": "sd*", "readAheadKb": 256}], {"block.sda.readAheadKb": "256", "block.sdb.readAheadKb": "256"}),
+    ([{"devicePattern": "nvme?n1", "scheduler": "none"}], {"block.nvme0n1.scheduler": "none"}),
+    # first rule that sets a setting wins; a later rule still fills a setting the first left out
+    ([{"devicePattern": "sda", "scheduler": "kyber"}, {"deviceClass": "HDD", "scheduler": "bfq", "readAheadKb": 4096}],
+     {"block.sda.scheduler": "kyber", "block.sda.readAheadKb": "4096"}),
+], ids=["hdd-by-class", "ssd-alias", "pattern", "nvme-pattern", "first-wins"])
+def test_device_rules_become_block_knobs(rules, expected):
+    spec = run([ntp("io", io={"devices": rules})], devices=DEVICES).specs["n0"]
+    assert knobs(spec) == expected
+
+
+def test_no_reported_devices_no_block_knobs_yet():
+    result = run([ntp("io", io={"devices": [{"deviceClass": "HDD", "scheduler": "bfq"}]})])
+    assert "knobs" not in result.specs["n0"]  # the NodeTuning exists so the agent can report devices
+
+
+# --- process tuning -------------------------------------------------------------------------------
+
+
+def pod(name, node, uid=None, cpu=1.0, containers=("app",), phase="Running", namespace="shop") -> PodRecord:
+    return PodRecord(namespace, name, uid or f"uid-{name}", node, phase,
+                     tuple(ContainerResources(c, {"cpu": cpu} if cpu else {}, {}) for c in containers))
+
+
+def request(*pods, **tuning) -> ProcessRequest:
+    return ProcessRequest("PerformancePolicy/shop/checkout", ProcessTuning.model_validate(tuning), tuple(pods))
+
+
+def processes(spec) -> dict[tuple[str, str], dict]:
+    return {(p["podName"], p["containerName"]): p for p in spec.get("processes", [])}
+
+
+@pytest.mark.parametrize("asked, node_min, floor, expected", [
+    (-5, -10, -10, -5),
+    (-15, -10, -10, -10),   # clamped by the node's policy (and the floor)
+    (-15, -20, -10, -10),   # the operator's floor beats a permissive node policy
+    (-15, -5, -10, -5),     # the node's policy is stricter than the floor
+    (5, -10, -10, 5),
+])
+def test_nice_is_clamped(asked, node_min, floor, expected):
+    policy = ntp("general", processTuning={"minNice": node_min})
+    spec = run([policy], [request(pod("a", "n0"), nice=asked)], min_nice=floor).specs["n0"]
+    assert processes(spec)[("a", "app")]["nice"] == expected
+
+
+def test_process_tuning_on_a_node_without_node_policy_uses_the_floor_and_is_auto():
+    result = run([], [request(pod("a", "n1"), nice=-15)], min_nice=-8)
+    assert processes(result.specs["n1"])[("a", "app")]["nice"] == -8
+    assert result.specs["n1"]["mode"] == "Auto" and list(result.specs) == ["n1"]
+
+
+@pytest.mark.parametrize("policies, node, pinned", [
+    ([ntp("general")], "n0", True),
+    ([ntp("general", processTuning={"allowCpuPinning": False})], "n0", False),
+    ([ntp("general"), ntp("strict", priority=0, processTuning={"allowCpuPinning": False})], "n0", False),
+    ([ntp("general")], "n1", False),  # no NodeTuningPolicy covers n1: no pinning
+], ids=["allowed", "disallowed", "any-policy-forbids", "no-node-policy"])
+def test_cpu_pinning_needs_the_node_policy(policies, node, pinned):
+    spec = run(policies, [request(pod("a", node, cpu=1.5), cpu_pinning=True, nice=-1)]).specs[node]
+    cpus = processes(spec)[("a", "app")].get("cpus", [])
+    assert (cpus == [6, 7]) if pinned else (cpus == [])
+
+
+def test_pinned_cpus_are_dedicated_stable_and_never_cpu0():
+    pods = [pod("a", "n2", cpu=1), pod("b", "n2", cpu=2), pod("c", "n2", cpu=1)]
+    result = run([ntp("general")], [request(*pods, cpu_pinning=True)])
+    got = processes(result.specs["n2"])
+    assert got[("a", "app")]["cpus"] == [3] and got[("b", "app")]["cpus"] == [1, 2]
+    assert ("c", "app") not in got  # 4 CPUs, CPU 0 kept back: nothing left
+    assert any("needs 1 dedicated CPUs" in n for n in result.notes)
+    # pod a goes away: b keeps its CPUs, c gets a's
+    again = run([ntp("general")], [request(*pods[1:], cpu_pinning=True)], existing=result.specs)
+    got = processes(again.specs["n2"])
+    assert got[("b", "app")]["cpus"] == [1, 2] and got[("c", "app")]["cpus"] == [3]
+
+
+def test_process_entries_follow_pods_containers_and_phases():
+    pods = [pod("a", "n0", containers=("app", "sidecar")), pod("b", "n1"), pod("done", "n0", phase="Succeeded"),
+            pod("pending", None, phase="Pending"), pod("gone", "n9")]
+    result = run([], [request(*pods, containers=["app"], ioClass="BestEffort", ioPriority=2)])
+    assert sorted(result.specs) == ["n0", "n1"]
+    assert list(processes(result.specs["n0"])) == [("a", "app")]
+    entry = processes(result.specs["n0"])[("a", "app")]
+    assert entry["ioClass"] == "BestEffort" and entry["ioPriority"] == 2 and "nice" not in entry
+    assert entry["podUID"] == "uid-a" and entry["policy"] == "PerformancePolicy/shop/checkout"
+
+
+def test_socket_buffers_alone_are_not_a_node_entry():
+    result = run([], [request(pod("a", "n0"), socketBuffers={"receiveMaxBytes": 1 << 20})])
+    assert result.specs == {}
+
+
+def pp(name, mode="Auto", target="checkout", created="2026-01-01T00:00:00Z", **tuning) -> PolicyRecord:
+    spec = PerformancePolicySpec.model_validate({"targetRef": {"kind": "Deployment", "name": target}, "mode": mode,
+                                                 "processTuning": tuning})
+    return PolicyRecord("shop", name, f"uid-{name}", 1, created, spec, None, {})
+
+
+def test_only_auto_performance_policies_that_own_their_target_ask_for_process_tuning():
+    pods = {WorkloadRef("shop", "Deployment", "checkout"): [pod("a", "n0")],
+            WorkloadRef("shop", "Deployment", "cart"): [pod("b", "n0")]}
+    policies = [pp("checkout", nice=-5), pp("late", created="2026-02-01T00:00:00Z", nice=-20),
+                pp("cart", mode="Recommend", target="cart", nice=-5)]
+    requests = process_requests(policies, pods)
+    assert [r.policy for r in requests] == ["PerformancePolicy/shop/checkout"]
+
+
+def test_planner_view_resolution_uses_reported_devices():
+    view = NodeView(nodes=NODES, node_policies=[ntp("io", io={"devices": [{"deviceClass": "HDD", "scheduler": "bfq"}]})],
+                    performance_policies=[], pods={},
+                    node_tunings={"n0": NodeTuningRecord({}, {}, None, tuple(DEVICES["n0"]))})
+    assert knobs(resolve(view, -10).specs["n0"]) == {"block.sda.scheduler": "bfq"}
+
+
+# --- status and explanations -------------------------------------------------------------------------
+
+
+def test_policy_status_ready_and_no_conflict():
+    record = ntp("general")
+    status = policy_status(record, run([record]).policies["general"], NOW)
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions == {"Ready": ("True", "Resolved"), "Conflict": ("False", "NoConflict")}
+    assert status["matchedNodes"] == 2 and status["observedGeneration"] == 1
+    # unchanged outcome -> identical status (so the planner does not patch again)
+    again = policy_status(NodeTuningPolicyRecord("general", "u", 1, record.spec, None, status),
+                          run([record]).policies["general"], NOW.replace(hour=13))
+    assert again == status
+
+
+def test_invalid_policy_status():
+    record = NodeTuningPolicyRecord("bad", "u", 2, None, "spec.priority: too big")
+    status = policy_status(record, None, NOW)
+    assert status["conditions"][0]["reason"] == "InvalidSpec" and status["matchedNodes"] == 0
+
+
+def test_spec_written_equals_spec_read_back():
+    spec = run([ntp("general", **sysctl("net.core.somaxconn", "4096"))],
+               [request(pod("a", "n0"), nice=-3)]).specs["n0"]
+    assert normalised_spec(spec) == spec
+
+
+def test_describe_changes_says_from_to_and_why():
+    old = run([ntp("base", **sysctl("net.core.somaxconn", "1024"))]).specs["n0"]
+    result = run([ntp("base", **sysctl("net.core.somaxconn", "1024")),
+                  ntp("db", priority=10, mode="Recommend", **sysctl("net.core.somaxconn", "8192"))])
+    lines = describe_changes("n0", old, result.specs["n0"], result.why["n0"])
+    assert any("sysctl.net.core.somaxconn 1024 -> 8192" in line and "NodeTuningPolicy/db" in line for line in lines)
+    assert any("mode Auto -> Recommend" in line and "NodeTuningPolicy/db" in line for line in lines)
+    assert "deleted" in describe_changes("n0", old, None)[0]
