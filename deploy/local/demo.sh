@@ -34,18 +34,28 @@ prometheus_url=$(cat "$state/cluster/prometheus-url")
 kubectl apply --server-side -f deploy/crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f deploy/crds/ >/dev/null
 
-if [[ -f deploy/local/demo-workload.sh ]]; then
-    bash deploy/local/demo-workload.sh "$state" "$prometheus_url"
-fi
-if command -v .venv/bin/kubetune-operator >/dev/null && $py -c 'import kubetune.main' 2>/dev/null; then
-    KUBETUNE_PROMETHEUS_URL=$prometheus_url nohup .venv/bin/kubetune-operator >"$state/operator.log" 2>&1 &
-    echo $! >"$state/operator.pid"
-fi
-if $py -c 'import kubetune_agent.main' 2>/dev/null; then
-    # One agent stands for kwok-node-0; it tunes this machine, so the demo's node policy is Recommend.
-    NODE_NAME=kwok-node-0 nohup .venv/bin/kubetune-agent >"$state/agent.log" 2>&1 &
-    echo $! >"$state/agent.pid"
-fi
+kubectl apply -f deploy/local/demo.yaml >/dev/null
+
+# The scripted load: cAdvisor-shaped series for the demo pods, scraped by the local Prometheus.
+loadgen_port=$($py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+nohup $py deploy/local/loadgen.py --port "$loadgen_port" --kubeconfig "$KUBECONFIG" \
+    --selector kubetune.io/demo=true --profile deploy/local/demo-profile.json >"$state/load.log" 2>&1 &
+echo $! >"$state/load.pid"
+echo "[{\"targets\": [\"127.0.0.1:$loadgen_port\"], \"labels\": {\"job\": \"cadvisor-demo\"}}]" \
+    >"$state/cluster/prometheus/targets/cadvisor-demo.json"
+
+# The operator and one agent as local processes, configured as the chart configures them; the rate
+# window and subquery step are shortened to the local Prometheus' 1 s scrape interval.
+KUBETUNE_PROMETHEUS_URL=$prometheus_url KUBETUNE_RATE_WINDOW=30s KUBETUNE_QUERY_STEP=5s KUBETUNE_TICK=2 \
+    KUBETUNE_RECOMMENDATION_WINDOW=1h KUBETUNE_RECOMMENDATION_REFRESH=1m KUBETUNE_PEERING= \
+    KUBETUNE_LIVENESS_PORT=0 KUBETUNE_METRICS_PORT=0 \
+    nohup .venv/bin/kubetune-operator >"$state/operator.log" 2>&1 &
+echo $! >"$state/operator.pid"
+# The agent stands for kwok-node-0 but reads this machine; its node policy is Recommend, so it
+# publishes a plan and writes nothing.
+NODE_NAME=kwok-node-0 KUBETUNE_JOURNAL_DIR=$PWD/$state/agent-journal KUBETUNE_METRICS_PORT=0 \
+    nohup .venv/bin/kubetune-agent >"$state/agent.log" 2>&1 &
+echo $! >"$state/agent.pid"
 
 cat <<TXT
 
@@ -54,7 +64,9 @@ kubetune demo is up.
   export PATH=\$HOME/.cache/kubetune/bin:\$PATH
   kubectl get nodes                       # 3 kwok nodes
   kubectl get kubetune -A                 # every kubetune object
-  kubectl get performancepolicies -A -w   # decisions, live
+  kubectl get performancepolicies -n demo -w        # decisions, live (the load changes every 2 minutes)
+  kubectl get performancepolicy checkout -n demo -o yaml   # signals, recommendation, lastAction, history
+  kubectl get nodetuning kwok-node-0 -o yaml        # the agent's plan for this machine (Recommend)
   kubectl get events -A --field-selector reason!=Scheduled -w
   Prometheus: $prometheus_url
   logs: $state/operator.log $state/agent.log

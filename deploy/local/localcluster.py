@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apiserver-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--prometheus-port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)
+    args.state_dir = args.state_dir.resolve()  # the kubeconfig names its certificates by absolute path
     cluster_dir, prom_dir = args.state_dir / "kube", args.state_dir / "prometheus"
     try:
         if args.command == "down":

@@ -28,8 +28,9 @@ fi
 stamp=.venv/.kubetune-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "kubetune setup: pip install -e .[test]"
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[test]' || die "pip install failed, see the output above"
+    .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1
+    .venv/bin/pip install -q -e '.[test]' >.venv/pip-install.log 2>&1 \
+        || { tail -20 .venv/pip-install.log >&2; die "pip install failed (full log: .venv/pip-install.log)"; }
     touch "$stamp"
 fi
 

@@ -298,7 +298,11 @@ class Evaluator:
         verified = await self._verify_last_action(policy, status, resources, pods, now)
         if verified:
             status["lastAction"] = verified
-        insights = analyse(spec, signals, self.settings.duration("query_step").total_seconds())
+        step = self.settings.duration("query_step").total_seconds()
+        full = parse_duration(ANALYSIS_WINDOW).total_seconds() / step
+        warmup = int(self.settings.duration("rate_window").total_seconds() / step)
+        insights = analyse(spec, signals, step, warmup_points=warmup if any(
+            len(c.cpu_series) < full for c in signals.containers) else 0)
         decision = decide(PolicyInputs(spec=spec, signals=signals, now=now, past_actions=past_actions(status),
                                        node_capacity=view.node_capacity, hpa_resources=view.hpas.get(target, frozenset()),
                                        predicted_hits=insights.predicted_hits))

@@ -21,6 +21,8 @@ TREND_MIN_CONFIDENCE = 0.6
 # Anomalies must also be this far (percentage points of utilisation) from the median: a flat
 # series with tiny jitter has a tiny MAD, and a 1-point wiggle is nobody's concern.
 ANOMALY_MIN_DEVIATION = 10.0
+# Fewer points than this say nothing reliable about a trend.
+MIN_POINTS = 20
 
 
 @dataclass(frozen=True)
@@ -34,16 +36,20 @@ def _utilization_series(usage: tuple[float, ...], request: float) -> np.ndarray:
     return 100.0 * np.asarray(usage, dtype=float) / request
 
 
-def analyse(spec: PerformancePolicySpec, signals: WorkloadSignals, step_seconds: float) -> Insights:
+def analyse(spec: PerformancePolicySpec, signals: WorkloadSignals, step_seconds: float,
+            warmup_points: int = 0) -> Insights:
+    """`warmup_points`: samples at the start of a series that began inside the window to ignore, since
+    rate() over a counter younger than its window ramps up from zero and looks like a rising trend."""
     hits, anomalies, trends = [], [], []
     scale_ups = [r for r in spec.rules if r.metric is Metric.CPU_UTILIZATION
                  and r.action is Action.INCREASE_RESOURCES and r.above is not None]
     horizon = parse_duration(spec.prediction.horizon).total_seconds()
     for c in signals.containers:
         request = c.requests.get("cpu")
-        if not request or len(c.cpu_series) < 5 or container_policy(spec, c.name) is None:
+        usage = c.cpu_series[warmup_points:]
+        if not request or len(usage) < MIN_POINTS or container_policy(spec, c.name) is None:
             continue
-        series = _utilization_series(c.cpu_series, request)
+        series = _utilization_series(usage, request)
         trend = theil_sen(series, step=step_seconds)
         if np.isfinite(trend.slope) and trend.confidence >= TREND_MIN_CONFIDENCE:
             change = trend.slope * horizon
