@@ -21,6 +21,7 @@ from kubetune.api.common import Mode, parse_duration, parse_quantity
 from kubetune.api.performancepolicy import ActionRecord, PerformancePolicySpec, ScalingMethod
 from kubetune.decisions import Change, Decision, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
 from kubetune.kube import Kube, KubeError
+from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
 from kubetune.predictions import analyse
 from kubetune.verification import MetricKind, MetricWindows, Tolerance, verify_action
@@ -173,16 +174,9 @@ class Evaluator:
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
 
-    async def run_forever(self, view: Callable[[], ClusterView]) -> None:
-        while True:
-            try:
-                await self.cycle(view())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad cycle must not stop the loop; the next one retries
-                log.exception("evaluation cycle failed")
-                self.metrics.cycle_failures.inc()
-            await asyncio.sleep(self.settings.tick)
+    async def run_forever(self, view: Callable[[], ClusterView], ready: asyncio.Event | None = None) -> None:
+        await run_every(self.settings.tick, lambda: self.cycle(view()), name="evaluation", ready=ready,
+                        on_failure=self.metrics.cycle_failures.inc)
 
     async def cycle(self, view: ClusterView) -> None:
         clock = time.monotonic()

@@ -163,8 +163,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
                                                "node_tuning_policy_index", "node_tuning_index")}
     metrics: OperatorMetrics = memo.metrics
     evaluator = Evaluator(config, Prometheus(config), Kube(), metrics)
-    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices)))
     memo.indexes_ready = asyncio.Event()
+    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices),
+                                                                ready=memo.indexes_ready))
     memo.node_planning = asyncio.create_task(NodePlanner(config, Kube(), metrics).run_forever(
         lambda: node_view(indices), ready=memo.indexes_ready))
 

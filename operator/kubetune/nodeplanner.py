@@ -21,6 +21,7 @@ from kubetune.api.common import Mode
 from kubetune.api.nodetuning import BlockDevice
 from kubetune.evaluation import PolicyRecord, conflicting
 from kubetune.kube import Kube, KubeError
+from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
 from kubetune.nodetuning import (
     MANAGED_BY_LABEL,
@@ -120,16 +121,7 @@ class NodePlanner:
         self.noted: set[str] = set()
 
     async def run_forever(self, view: Callable[[], NodeView], ready: asyncio.Event | None = None) -> None:
-        if ready is not None:
-            await ready.wait()  # the indexes are filled: an empty one would read as "delete everything"
-        while True:
-            try:
-                await self.cycle(view())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad cycle must not stop the loop; the next one retries
-                log.exception("node-tuning cycle failed")
-            await asyncio.sleep(self.settings.tick)
+        await run_every(self.settings.tick, lambda: self.cycle(view()), name="node-tuning", ready=ready)
 
     def _unchanged(self, key: tuple[str, str], desired: Any, observed: Any) -> bool:
         if observed == desired:

@@ -1,0 +1,24 @@
+"""The operator's periodic loops (evaluation, node tuning): run a cycle every tick, forever."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+async def run_every(tick: float, cycle: Callable[[], Awaitable[None]], *, name: str,
+                    ready: asyncio.Event | None = None, on_failure: Callable[[], None] = lambda: None) -> None:
+    if ready is not None:
+        await ready.wait()  # the indexes are filled: an empty one would read as "nothing exists"
+    while True:
+        try:
+            await cycle()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad cycle must not stop the loop; the next one retries
+            log.exception("%s cycle failed", name)
+            on_failure()
+        await asyncio.sleep(tick)
