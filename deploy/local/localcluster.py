@@ -225,6 +225,22 @@ def make_pki(pki: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
+def serving_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signs for 127.0.0.1/localhost: for a webhook the local API server
+    calls on loopback. Returns (ca.crt, tls.crt, tls.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, key = _key(), _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}-ca")])
+    ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
+    cert = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key, ca_name, ca_key,
+                 sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
+    paths = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths[2], key)
+    return paths
+
+
 def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "kubetune-local",

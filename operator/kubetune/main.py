@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from kubetune import constants
+from kubetune.admission import new_pod_containers
 from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import ClusterView, Evaluator, PolicyRecord, WorkloadRecord
 from kubetune.kube import Kube
@@ -113,6 +114,19 @@ def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
         memo.indexes_ready.set()
 
 
+# --- admission: new pods of workloads resized in place -----------------------------------------------
+
+
+@kopf.on.mutate("pods", operation="CREATE", id="mutate-pods")
+def pod_resources(body: kopf.Body, patch: kopf.Patch, policy_index: kopf.Index, pod_index: kopf.Index,
+                  **_: Any) -> None:
+    result = new_pod_containers(body, [p for store in policy_index.values() for p in store], pod_index)
+    if result:
+        patch.spec["containers"], why = result
+        log.info("admission: pod %s/%s: %s", body["metadata"].get("namespace"),
+                 body["metadata"].get("name") or body["metadata"].get("generateName"), why)
+
+
 # --- the loops --------------------------------------------------------------------------------------
 
 
@@ -157,6 +171,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    if config.webhook_port:
+        # The chart (or the test) owns the MutatingWebhookConfiguration, with failurePolicy Ignore.
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0", port=config.webhook_port, host=config.webhook_host, certfile=config.webhook_cert_file,
+            pkeyfile=config.webhook_key_file)
+        settings.admission.managed = None
     settings.posting.level = logging.WARNING  # kopf's own Events only for problems; ours explain decisions
     indices = {name: kwargs[name] for name in ("policy_index", "pod_index", "deployment_index", "statefulset_index",
                                                "daemonset_index", "hpa_index", "node_index",

@@ -60,6 +60,10 @@ class OperatorSettings(BaseModel):
     """Port of the mutating admission webhook (new pods get in-place resources); 0 = off."""
     webhook_host: str = "127.0.0.1"
     """The host the API server reaches the webhook at (a Service DNS name in the cluster)."""
+    webhook_cert_file: Path | None = None
+    """The webhook's serving certificate (PEM); the chart mounts it from its Secret."""
+    webhook_key_file: Path | None = None
+    """The webhook certificate's private key (PEM)."""
 
     @field_validator("namespaces", mode="before")
     @classmethod
