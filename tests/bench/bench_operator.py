@@ -1,0 +1,324 @@
+"""The operator at scale: 1,000 PerformancePolicies over 10,000 kwok pods, synthetic cAdvisor series
+scraped by the real Prometheus, `python -m kubetune.main` as a real process.
+
+    .venv/bin/python -m pytest tests/bench/bench_operator.py -m bench -s
+
+Scale: KUBETUNE_BENCH_POLICIES (1000; one Deployment each), KUBETUNE_BENCH_REPLICAS (10 pods per
+Deployment), KUBETUNE_BENCH_MEASURE_SECONDS (60 per phase). Pods land on kwok-bench-N nodes of 1,000
+pods each (the template names the node, so the scheduler is not the bottleneck).
+
+Figures, each printed next to its target; nothing is asserted on time:
+- cycle time: `kubetune_evaluation_cycle_duration_seconds` from the operator's /metrics (sum/count
+  delta over the phase, and the largest bucket any cycle fell in);
+- RSS: VmRSS (and VmHWM) of the operator process;
+- Prometheus queries per cycle: `kubetune_prometheus_queries_total` delta / cycle count delta, with
+  a tenth of the policies and with all of them (constant is the target);
+- API calls per cycle: `Kube.calls` is not exported, and `apiserver_request_total` has no user-agent
+  label (the local API server keeps no audit log), so the API server's own counters are read through
+  `kubectl get --raw /metrics`: the requests on what only the operator writes (PerformancePolicy
+  status, Events, Deployments, pods/resize) are the operator's; the total of all requests (kwok's
+  node heartbeats and controllers included) is printed beside them;
+- reaction: one workload gets 95 % CPU; from the moment its sustained-CPU rule holds in Prometheus
+  (the operator's own query, polled every 0.5 s) to the template change seen by a watch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+import loadgen  # deploy/local, on sys.path via tests/conftest.py
+import localcluster
+from kubetune.promql import QueryPlan, cycle_queries
+from tests.cluster.test_operator import wait_for
+
+pytestmark = pytest.mark.bench
+
+POLICIES = int(os.environ.get("KUBETUNE_BENCH_POLICIES", "1000"))
+REPLICAS = int(os.environ.get("KUBETUNE_BENCH_REPLICAS", "10"))
+MEASURE = float(os.environ.get("KUBETUNE_BENCH_MEASURE_SECONDS", "60"))
+PODS_PER_NODE = 1000
+NAMESPACES = 10
+INTERVAL = 10  # s: every policy's interval
+RATE_WINDOW, SUSTAINED, STEP = "10s", "20s", "2s"
+LABEL = "kubetune.io/bench"
+CPU_REQUEST = 0.1  # cores
+BATCH = 200  # objects per `kubectl apply`
+MIB = 2**20
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def apply_list(cluster, items: list[dict]) -> None:
+    for i in range(0, len(items), BATCH):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=bench", "-f", "-",
+                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items[i:i + BATCH]}),
+                        timeout=300)
+
+
+def workload(i: int) -> tuple[str, str]:
+    return f"bench-{i % NAMESPACES}", f"w-{i}"
+
+
+def node_count() -> int:
+    return math.ceil(POLICIES * REPLICAS / PODS_PER_NODE)
+
+
+def deployment(i: int) -> dict:
+    ns, name = workload(i)
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name, LABEL: "true"}},
+                                  "spec": {"nodeName": f"kwok-bench-{i % node_count()}",
+                                           "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                                                           "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                                                         "limits": {"cpu": "200m", "memory": "128Mi"}}}]}}}}
+
+
+def policy(i: int) -> dict:
+    ns, name = workload(i)
+    # Only a high-load rule: idle workloads decide nothing, so the only action is the one measured.
+    return {"apiVersion": "kubetune.io/v1alpha1", "kind": "PerformancePolicy", "metadata": {"name": name, "namespace": ns},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "mode": "Auto",
+                     "interval": f"{INTERVAL}s",
+                     "containers": [{"name": "*", "minAllowed": {"cpu": "50m"}, "maxAllowed": {"cpu": "2"}}],
+                     "scaling": {"method": "Rollout", "stepPercent": 20, "cooldown": "10m"},
+                     "rules": [{"name": "high-load", "metric": "cpuUtilization", "above": 80, "for": SUSTAINED,
+                                "action": "IncreaseResources"}]}}
+
+
+def bench_node(i: int) -> dict:
+    node = localcluster.kwok_node(f"kwok-bench-{i}", i)
+    for key in ("allocatable", "capacity"):
+        node["status"][key]["pods"] = str(PODS_PER_NODE)
+    return node
+
+
+def running_pods(cluster) -> list[tuple[str, str]]:
+    out = cluster.kubectl("get", "pods", "-A", "-l", LABEL, "--field-selector", "status.phase=Running",
+                          "-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name", "--no-headers",
+                          timeout=120).stdout
+    return [tuple(line.split()) for line in out.splitlines() if line.strip()]
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(values: dict, name: str, **match: str) -> float:
+    return sum(v for (n, labels), v in values.items()
+               if n == name and all(dict(labels).get(k) == want for k, want in match.items()))
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+# What only the operator writes (verb, resource, subresource): its share of the API server's requests.
+OPERATOR_REQUESTS = (("PATCH", "performancepolicies", "status"), ("POST", "events", ""),
+                     ("PATCH", "deployments", ""), ("PATCH", "pods", "resize"))
+
+
+def api_requests(cluster) -> dict[str, float]:
+    values = samples(cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout)
+    counts = {f"{verb} {resource}{'/' + sub if sub else ''}": total(values, "apiserver_request_total", verb=verb,
+                                                                      resource=resource, subresource=sub)
+              for verb, resource, sub in OPERATOR_REQUESTS}
+    counts["all"] = total(values, "apiserver_request_total")
+    return counts
+
+
+class Operator:
+    """`python -m kubetune.main` as a process, with the chart's settings shortened as in the e2e tests."""
+
+    def __init__(self, cluster, prometheus_url: str, log_path: Path):
+        self.port = localcluster.free_port()
+        self.env = {**cluster.env, "KUBETUNE_PROMETHEUS_URL": prometheus_url, "KUBETUNE_NAMESPACES": "",
+                    "KUBETUNE_RATE_WINDOW": RATE_WINDOW, "KUBETUNE_QUERY_STEP": STEP, "KUBETUNE_TICK": "1",
+                    "KUBETUNE_PEERING": "", "KUBETUNE_METRICS_PORT": str(self.port), "KUBETUNE_LIVENESS_PORT": "0",
+                    "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10m"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "a") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kubetune.main"], env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def metrics(self) -> dict:
+        """The operator's /metrics; empty until it serves them."""
+        try:
+            return samples(requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text)
+        except requests.ConnectionError:
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            return {}
+
+    def rss_mib(self) -> tuple[float, float]:
+        return memory_kib(self.proc.pid, "VmRSS") / 1024, memory_kib(self.proc.pid, "VmHWM") / 1024
+
+
+class Phase:
+    """Operator and API server counters over one measuring window."""
+
+    def __init__(self, name: str, policies: int):
+        self.name, self.policies = name, policies
+
+    def measure(self, cluster, operator: Operator, seconds: float) -> Phase:
+        before, api_before = operator.metrics(), api_requests(cluster)
+        time.sleep(seconds)
+        after, api_after = operator.metrics(), api_requests(cluster)
+        cycle = "kubetune_evaluation_cycle_duration_seconds"
+        self.cycles = total(after, cycle + "_count") - total(before, cycle + "_count")
+        self.mean_cycle = (total(after, cycle + "_sum") - total(before, cycle + "_sum")) / max(self.cycles, 1)
+        buckets = sorted((float(dict(labels)["le"]), after[(n, labels)] - before.get((n, labels), 0.0))
+                         for (n, labels) in after if n == cycle + "_bucket")
+        self.max_cycle_bucket = next((le for le, count in buckets if count >= self.cycles), math.inf)
+        self.queries = total(after, "kubetune_prometheus_queries_total") - total(before, "kubetune_prometheus_queries_total")
+        self.evaluations = (total(after, "kubetune_policy_evaluations_total")
+                            - total(before, "kubetune_policy_evaluations_total"))
+        self.failures = (total(after, "kubetune_evaluation_cycle_failures_total")
+                         - total(before, "kubetune_evaluation_cycle_failures_total"))
+        self.api = {k: api_after[k] - api_before[k] for k in api_after}
+        self.rss, self.hwm = operator.rss_mib()
+        return self
+
+    def report(self) -> list[str]:
+        per = max(self.cycles, 1)
+        operator_calls = sum(v for k, v in self.api.items() if k != "all")
+        lines = [f"{self.name}: {self.policies} policies, {self.cycles:.0f} cycles, {self.evaluations:.0f} evaluations, "
+                 f"{self.failures:.0f} failed cycles",
+                 f"  cycle time           mean {self.mean_cycle:.2f} s, every cycle <= {self.max_cycle_bucket:g} s   "
+                 f"(target <= 5 s)",
+                 f"  operator RSS         {self.rss:.0f} MiB (peak {self.hwm:.0f} MiB)   (target <= 200 MiB)",
+                 f"  Prometheus queries   {self.queries / per:.1f} per cycle   (target: constant)",
+                 f"  API calls            {operator_calls / per:.0f} per cycle by the operator "
+                 f"({', '.join(f'{k} {v / per:.0f}' for k, v in self.api.items() if k != 'all' and v)}); "
+                 f"all clients {self.api['all'] / per:.0f} per cycle"]
+        return lines
+
+
+def condition_holds(prometheus_url: str, namespace: str, name: str) -> bool:
+    """The operator's sustained-CPU query for the namespace: every pod of the workload above 80 %."""
+    plan = QueryPlan(frozenset({namespace}), frozenset({("cpu", "min", SUSTAINED)}), frozenset(), False)
+    query = next(q for q in cycle_queries(plan, rate_window=RATE_WINDOW, step=STEP, history="5m")
+                 if q.name.startswith("cpu_min"))
+    answer = requests.get(f"{prometheus_url}/api/v1/query", params={"query": query.expr}, timeout=10).json()
+    values = [float(r["value"][1]) / CPU_REQUEST for r in answer["data"]["result"]
+              if r["metric"].get("pod", "").startswith(name + "-")]
+    return len(values) >= REPLICAS and min(values) > 0.8
+
+
+def watch_template(cluster, namespace: str, name: str, changed: dict, stop: threading.Event) -> None:
+    """Records the monotonic time a watch first shows the Deployment's CPU request changed."""
+    import kubernetes
+
+    client = kubernetes.config.new_client_from_config(cluster.kubeconfig)
+    apps = kubernetes.client.AppsV1Api(client)
+    while not stop.is_set():
+        for event in kubernetes.watch.Watch().stream(apps.list_namespaced_deployment, namespace,
+                                                     field_selector=f"metadata.name={name}", timeout_seconds=5):
+            cpu = event["object"].spec.template.spec.containers[0].resources.requests["cpu"]
+            if cpu != "100m":
+                changed.update(at=time.monotonic(), cpu=cpu)
+                return
+
+
+@pytest.mark.timeout(1500)
+def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
+    cluster = bench_cluster
+    started = time.monotonic()
+    pods_wanted = POLICIES * REPLICAS
+    log(f"scale: {POLICIES} policies/Deployments x {REPLICAS} pods = {pods_wanted} pods on {node_count()} "
+        f"kwok-bench nodes ({os.cpu_count()} CPUs here)")
+    exporter = loadgen.SyntheticExporter()
+    operator = Operator(cluster, prometheus.url, tmp_path / "operator.log")
+    report: list[str] = []
+    try:
+        apply_list(cluster, [bench_node(i) for i in range(node_count())])
+        apply_list(cluster, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{n}"}}
+                             for n in range(NAMESPACES)])
+        t = time.monotonic()
+        apply_list(cluster, [deployment(i) for i in range(POLICIES)])
+        pods = wait_for(f"{pods_wanted} Running pods", lambda: (p := running_pods(cluster)) and
+                        (len(p) >= pods_wanted or log(f"{len(p)} pods Running")) and p, timeout=600, every=10)
+        log(f"{len(pods)} pods Running {time.monotonic() - t:.0f} s after the Deployments were applied")
+        exporter.set_pods((ns, pod, ("app",)) for ns, pod in pods)
+        prometheus.add_target("cadvisor-bench", f"127.0.0.1:{exporter.start()}")
+
+        operator.start()
+        t = time.monotonic()
+        small = max(1, POLICIES // 10)
+        apply_list(cluster, [policy(i) for i in range(small)])
+        # kopf indexes every pod before the first cycle: at 10,000 pods on 2 CPUs that took over 3 min.
+        wait_for("two evaluation cycles", lambda: total(operator.metrics(), "kubetune_evaluation_cycle_duration_seconds_count") >= 2,
+                 timeout=600, every=5)
+        report.append(f"start-up: two cycles done {time.monotonic() - t:.0f} s after the operator started; "
+                      f"RSS {operator.rss_mib()[0]:.0f} MiB")
+        log(f"measuring {small} policies for {MEASURE:.0f} s")
+        report += Phase("phase 1", small).measure(cluster, operator, MEASURE).report()
+
+        apply_list(cluster, [policy(i) for i in range(small, POLICIES)])
+        evaluations = total(operator.metrics(), "kubetune_policy_evaluations_total")
+        wait_for("every policy evaluated once", lambda: total(operator.metrics(), "kubetune_policy_evaluations_total")
+                 >= evaluations + POLICIES, timeout=300)
+        log(f"measuring {POLICIES} policies for {MEASURE:.0f} s")
+        report += Phase("phase 2", POLICIES).measure(cluster, operator, MEASURE).report()
+
+        # Reaction: one workload goes to 95 % of its CPU request.
+        namespace, name = workload(0)
+        changed: dict = {}
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_template, args=(cluster, namespace, name, changed, stop), daemon=True)
+        watcher.start()
+        loaded = time.monotonic()
+        exporter.set_load(namespace, name, cpu_cores=0.95 * CPU_REQUEST, memory_bytes=32 * MIB)
+        holds = wait_for("the sustained-CPU rule to hold in Prometheus",
+                         lambda: condition_holds(prometheus.url, namespace, name) and time.monotonic(),
+                         timeout=120, every=0.5)
+        wait_for("the template change", lambda: changed.get("at") or changed.get("cpu"), timeout=120, every=0.2)
+        stop.set()
+        report.append(f"reaction: rule held {holds - loaded:.1f} s after the load was set; template patched "
+                      f"{changed['at'] - holds:.1f} s later (cpu 100m -> {changed['cpu']})   "
+                      f"(target: within one interval, {INTERVAL} s)")
+    finally:
+        if operator.proc and operator.proc.poll() is None:
+            report.append(f"operator RSS at the end: {operator.rss_mib()[0]:.0f} MiB (peak {operator.rss_mib()[1]:.0f} MiB)")
+        operator.stop()
+        prometheus.remove_target("cadvisor-bench")
+        exporter.stop()
+        print("\n".join(["", "=== operator benchmark ===",
+                         f"scale: {POLICIES} PerformancePolicies, {pods_wanted} pods, {node_count()} kwok-bench nodes, "
+                         f"{NAMESPACES} namespaces; policy interval {INTERVAL} s, scrape 5 s, {os.cpu_count()} CPUs",
+                         *report, f"wall time {time.monotonic() - started:.0f} s", ""]))
+        print(re.sub(r"(?m)^.*INFO.*\n", "", operator.log_path.read_text() if operator.log_path.exists() else "")[-2000:])
+        for n in range(NAMESPACES):
+            cluster.kubectl("delete", "namespace", f"bench-{n}", "--wait=false", check=False)
+        cluster.kubectl("delete", "nodes", *[f"kwok-bench-{i}" for i in range(node_count())], "--wait=false",
+                        check=False)
