@@ -50,3 +50,31 @@ def new_pod_containers(pod: Mapping[str, Any], policies: Iterable[PolicyRecord],
     if not changed:
         return None
     return containers, f"{ref.kind} {ref.name} was resized in place; containers {', '.join(changed)} get the running pods' resources"
+
+
+# The kernel's defaults for the minimum and default TCP buffer; kubetune sets only the maximum.
+TCP_RMEM_DEFAULTS = (4096, 131072)
+TCP_WMEM_DEFAULTS = (4096, 16384)
+
+
+def socket_buffer_sysctls(pod: Mapping[str, Any], policies: Iterable[PolicyRecord]) -> list[dict[str, str]] | None:
+    """The pod's securityContext.sysctls with the policy's TCP buffer ceilings (net.ipv4.tcp_rmem and
+    tcp_wmem are namespaced, and allowed as safe sysctls since Kubernetes 1.32); None = no change.
+    Only for an Auto policy: Recommend and Off change nothing."""
+    ref = owning_workload(pod)
+    owners = sorted((p for p in policies if p.spec and ref and p.target == ref), key=lambda p: (p.created, p.name))
+    if not owners or owners[0].spec.mode is not Mode.AUTO or not owners[0].spec.process_tuning:
+        return None
+    buffers = owners[0].spec.process_tuning.socket_buffers
+    if not buffers:
+        return None
+    wanted = {}
+    if buffers.receive_max_bytes:
+        wanted["net.ipv4.tcp_rmem"] = " ".join(map(str, (*TCP_RMEM_DEFAULTS, buffers.receive_max_bytes)))
+    if buffers.send_max_bytes:
+        wanted["net.ipv4.tcp_wmem"] = " ".join(map(str, (*TCP_WMEM_DEFAULTS, buffers.send_max_bytes)))
+    existing = list(((pod.get("spec") or {}).get("securityContext") or {}).get("sysctls") or [])
+    # The pod's own settings win: a team that set a sysctl itself meant it.
+    names = {s["name"] for s in existing}
+    added = [{"name": k, "value": v} for k, v in wanted.items() if k not in names]
+    return existing + added if added else None

@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from kubetune import constants
-from kubetune.admission import new_pod_containers
+from kubetune.admission import new_pod_containers, socket_buffer_sysctls
 from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import ClusterView, Evaluator, PolicyRecord, WorkloadRecord
 from kubetune.kube import Kube
@@ -117,14 +117,20 @@ def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
 # --- admission: new pods of workloads resized in place -----------------------------------------------
 
 
-@kopf.on.mutate("pods", operation="CREATE", id="mutate-pods")
+# Registered by main() only when the webhook is enabled: kopf refuses to start with admission
+# handlers and no server to serve them.
 def pod_resources(body: kopf.Body, patch: kopf.Patch, policy_index: kopf.Index, pod_index: kopf.Index,
                   **_: Any) -> None:
-    result = new_pod_containers(body, [p for store in policy_index.values() for p in store], pod_index)
+    policies = [p for store in policy_index.values() for p in store]
+    name = f'{body["metadata"].get("namespace")}/{body["metadata"].get("name") or body["metadata"].get("generateName")}'
+    result = new_pod_containers(body, policies, pod_index)
     if result:
         patch.spec["containers"], why = result
-        log.info("admission: pod %s/%s: %s", body["metadata"].get("namespace"),
-                 body["metadata"].get("name") or body["metadata"].get("generateName"), why)
+        log.info("admission: pod %s: %s", name, why)
+    sysctls = socket_buffer_sysctls(body, policies)
+    if sysctls:
+        patch.spec["securityContext"] = {**(body["spec"].get("securityContext") or {}), "sysctls": sysctls}
+        log.info("admission: pod %s: TCP buffer ceilings %s", name, sysctls)
 
 
 # --- the loops --------------------------------------------------------------------------------------
@@ -206,6 +212,8 @@ def main() -> None:
         print(f"kubetune-operator: bad configuration: {e}", file=sys.stderr)
         sys.exit(2)
     metrics = OperatorMetrics()
+    if config.webhook_port:
+        kopf.on.mutate("pods", operation="CREATE", id="mutate-pods")(pod_resources)
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
     kopf.run(

@@ -12,7 +12,8 @@ class OperatorMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.evaluations = Counter("kubetune_policy_evaluations_total", "Policy evaluations.", registry=r)
-        self.decisions = Counter("kubetune_decisions_total", "Decisions by reason.", ["reason"], registry=r)
+        self.decisions = Counter("kubetune_decisions_total", "Decisions by action and reason.", ["action", "reason"],
+                                 registry=r)
         self.actions = Counter("kubetune_actions_total", "Changes made to workloads, by result.", ["result"], registry=r)
         self.cycle_seconds = Histogram("kubetune_evaluation_cycle_duration_seconds", "Duration of one evaluation cycle.",
                                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)

@@ -46,3 +46,19 @@ def test_a_new_pod_gets_its_resized_siblings_values():
 ], ids=["recommend-mode", "rollout-method", "no-policy", "same-values", "no-siblings"])
 def test_pods_are_left_alone(policies, pods):
     assert new_pod_containers(new_pod(), policies, pods) is None
+
+
+def test_socket_buffer_ceilings_become_pod_sysctls():
+    from kubetune.admission import socket_buffer_sysctls
+    spec = PerformancePolicySpec.model_validate({
+        "targetRef": {"kind": "Deployment", "name": "api"}, "mode": "Auto",
+        "processTuning": {"socketBuffers": {"receiveMaxBytes": 16777216, "sendMaxBytes": 8388608}}})
+    record = PolicyRecord("ns", "p", "uid", 1, "2026-01-01T00:00:00Z", spec, None, {})
+    pod = new_pod()
+    pod["spec"]["securityContext"] = {"sysctls": [{"name": "net.ipv4.tcp_wmem", "value": "4096 65536 1048576"}]}
+    assert socket_buffer_sysctls(pod, [record]) == [
+        {"name": "net.ipv4.tcp_wmem", "value": "4096 65536 1048576"},  # the pod's own setting wins
+        {"name": "net.ipv4.tcp_rmem", "value": "4096 131072 16777216"}]
+    recommend = PolicyRecord("ns", "p", "uid", 1, "2026-01-01T00:00:00Z",
+                             spec.model_copy(update={"mode": policy(mode="Recommend").spec.mode}), None, {})
+    assert socket_buffer_sysctls(new_pod(), [recommend]) is None
