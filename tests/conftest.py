@@ -36,15 +36,20 @@ def cluster(tmp_path_factory):
     local.stop()
 
 
-@pytest.fixture(scope="session")
-def prometheus(tmp_path_factory):
-    prom = localcluster.LocalPrometheus(tmp_path_factory.mktemp("prometheus"))
+def local_prometheus(tmp_path_factory, scrape_interval: str = "1s"):
+    """A LocalPrometheus for the session (a generator for session fixtures to `yield from`)."""
+    prom = localcluster.LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval=scrape_interval)
     try:
         prom.start()
     except localcluster.SetupError as e:
         pytest.fail(f"local Prometheus: {e}", pytrace=False)
     yield prom
     prom.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    yield from local_prometheus(tmp_path_factory)
 
 
 @pytest.fixture

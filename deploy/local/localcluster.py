@@ -363,12 +363,9 @@ class LocalCluster:
         ca, cert = str(pki / "ca.crt"), (str(pki / "admin.crt"), str(pki / "admin.key"))
         self._wait("kube-apiserver", deadline,
                    lambda: requests.get(f"{server}/readyz", verify=ca, cert=cert, timeout=2).ok)
-        common = ["--kubeconfig", self.kubeconfig, "--leader-elect=false", "--bind-address", "127.0.0.1"]
-        self.procs.start("kube-controller-manager", [
-            binary("kube-controller-manager"), *common, "--secure-port", str(free_port()),
-            "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
-            "--use-service-account-credentials=false"])
-        self.procs.start("kube-scheduler", [binary("kube-scheduler"), *common, "--secure-port", str(free_port())])
+        self.start_controller_manager()
+        self.procs.start("kube-scheduler", [binary("kube-scheduler"), *self._common_flags(), "--secure-port",
+                                            str(free_port())])
         self.procs.start("kwok", [
             binary("kwok"), "--kubeconfig", self.kubeconfig, "--manage-all-nodes=false",
             "--config", str(kwok_config(self.state_dir / "kwok.yaml")),
@@ -384,6 +381,18 @@ class LocalCluster:
         # Pods need the namespace's default ServiceAccount, which the controller-manager creates.
         self._wait("default ServiceAccount", deadline,
                    lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0)
+
+    def _common_flags(self) -> list[str]:
+        return ["--kubeconfig", self.kubeconfig, "--leader-elect=false", "--bind-address", "127.0.0.1"]
+
+    def start_controller_manager(self, *extra_flags: str) -> None:
+        """(Re)start kube-controller-manager; the benchmarks raise its client rate with extra flags."""
+        pki = self.state_dir / "pki"
+        self.procs.stop("kube-controller-manager")
+        self.procs.start("kube-controller-manager", [
+            binary("kube-controller-manager"), *self._common_flags(), "--secure-port", str(free_port()),
+            "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
+            "--use-service-account-credentials=false", *extra_flags])
 
     def ready_nodes(self) -> int:
         out = self.kubectl("get", "nodes", "-o", "json", check=False)

@@ -12,28 +12,17 @@ from __future__ import annotations
 import pytest
 
 import localcluster  # deploy/local, on sys.path via tests/conftest.py
+from tests.conftest import local_prometheus
 
 
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory):
-    prom = localcluster.LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval="5s")
-    try:
-        prom.start()
-    except localcluster.SetupError as e:
-        pytest.fail(f"local Prometheus: {e}", pytrace=False)
-    yield prom
-    prom.stop()
+    yield from local_prometheus(tmp_path_factory, scrape_interval="5s")
 
 
 @pytest.fixture(scope="session")
 def bench_cluster(cluster):
     if isinstance(cluster, localcluster.LocalCluster):
-        pki = cluster.state_dir / "pki"
-        cluster.procs.stop("kube-controller-manager")
-        cluster.procs.start("kube-controller-manager", [
-            localcluster.binary("kube-controller-manager"), "--kubeconfig", cluster.kubeconfig,
-            "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", str(localcluster.free_port()),
-            "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
-            "--use-service-account-credentials=false", "--kube-api-qps=1000", "--kube-api-burst=2000",
-            "--concurrent-replicaset-syncs=20", "--concurrent-deployment-syncs=20"])
+        cluster.start_controller_manager("--kube-api-qps=1000", "--kube-api-burst=2000",
+                                         "--concurrent-replicaset-syncs=20", "--concurrent-deployment-syncs=20")
     return cluster
