@@ -7,7 +7,7 @@ check it by hand. Table-tested in tests/unit/test_decisions.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Mapping
@@ -121,6 +121,7 @@ class Decision:
     evidence: tuple[str, ...] = ()
     apply: bool = False  # the actuator acts only when this is True (Auto, not blocked, changes)
     investigations: tuple[RuleHit, ...] = ()
+    unavailable: tuple[str, ...] = ()  # rules that could not be evaluated, and why
 
 
 @dataclass(frozen=True)
@@ -325,15 +326,15 @@ def decide(inputs: PolicyInputs) -> Decision:
             return Decision(Reason.INVESTIGATE, "; ".join(h.evidence for h in investigations),
                             action=Action.INVESTIGATE, rule=investigations[0].rule.name,
                             evidence=tuple(h.evidence for h in investigations) + tuple(missing),
-                            investigations=investigations)
-        return Decision(Reason.NO_RULE_FIRED, "no rule fired", evidence=tuple(missing))
+                            investigations=investigations, unavailable=tuple(missing))
+        return Decision(Reason.NO_RULE_FIRED, "no rule fired", evidence=tuple(missing), unavailable=tuple(missing))
     action = min((h.rule.action for h in acting), key=ACTION_ORDER.index)
     chosen = [h for h in acting if h.rule.action is action]
     evidence = [h.evidence for h in chosen]
     changes = _changes_for(action, chosen, inputs, evidence)
     rule = chosen[0].rule.name
-    decision = _finish(action, rule, changes, evidence, inputs)
-    return Decision(**{**decision.__dict__, "investigations": investigations})
+    return replace(_finish(action, rule, changes, evidence, inputs), investigations=investigations,
+                   unavailable=tuple(missing))
 
 
 def _changes_for(action: Action, chosen: list[RuleHit], inputs: PolicyInputs, evidence: list[str]) -> list[Change]:

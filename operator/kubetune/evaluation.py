@@ -308,8 +308,8 @@ class Evaluator:
              "; ".join(insights.anomalies) or "every signal is within its usual range")
         self.metrics.decisions.labels(action=decision.action.value if decision.action else "None",
                                       reason=decision.reason.value).inc()
-        missing = [e for e in decision.evidence if "not available" in e or "no " in e.split(":", 1)[-1][:4]]
-        cond("MetricsAvailable", True, "Available", "; ".join(missing) or "every signal the rules use is available")
+        cond("MetricsAvailable", True, "Available",
+             "; ".join(decision.unavailable) or "every signal the rules use is available")
         recommendations = {c.name: recommend(c, container_policy(spec, c.name), view.node_capacity)
                            for c in signals.containers}
         extra: dict[str, Any] = {"signals": signals_status(signals, now, trend=insights.trend, anomaly=anomalous),

@@ -188,3 +188,10 @@ def test_a_rolled_back_change_is_not_retried_until_its_backoff_passed():
     later = decide(PolicyInputs(spec=spec(), signals=WorkloadSignals(containers=(container(cpu_util_min5=90),)),
                                 now=NOW + timedelta(minutes=10), past_actions=(rolled,)))
     assert later.reason is Reason.SCALED_UP and later.apply
+
+
+def test_rules_that_cannot_be_evaluated_are_listed_apart_from_the_evidence():
+    decision = run(c=container(cpu_util_min5=90))  # no latency histogram, no error-rate query
+    assert decision.reason is Reason.SCALED_UP
+    assert "slow: latencyP95Ms is not available" in decision.unavailable
+    assert not any("not available" in e for e in decision.evidence)
