@@ -327,7 +327,7 @@ class Evaluator:
     def _record(self, status: Mapping[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:
         """A new lastAction (and the previous one moved to history) when the decision is an action
         that differs from the last recorded one; recommendations are not repeated every cycle."""
-        if decision.action is None or decision.reason in (Reason.COOLDOWN, Reason.RATE_LIMITED):
+        if decision.action is None or decision.reason in (Reason.COOLDOWN, Reason.RATE_LIMITED, Reason.BACKOFF):
             return {}
         record = action_record(decision, now, applied=decision.apply,
                                verification=None if decision.apply else {"state": "Skipped", "message": "not applied"})
