@@ -133,6 +133,10 @@ class PolicyInputs:
     node_capacity: Mapping[str, float] = field(default_factory=dict)  # largest allocatable of a node
     hpa_resources: frozenset[str] = frozenset()  # resources an HPA scales this target on
     predicted_hits: tuple[RuleHit, ...] = ()  # from trend analysis: rules forecast to fire
+    # From correlating latency with resource series (when a latency rule fires): the resource that
+    # explains latency ("cpu" / "memory") or None when none does, and the sentence saying so.
+    # Unset (too little data to correlate): the instantaneous thresholds below decide.
+    bottleneck: tuple[str | None, str] | None = None
 
 
 # --- rules ----------------------------------------------------------------------------------------
@@ -348,7 +352,7 @@ def _changes_for(action: Action, chosen: list[RuleHit], inputs: PolicyInputs, ev
                 continue
             resource = RESOURCE_OF_METRIC.get(hit.rule.metric)
             if action is Action.OPTIMIZE_RESOURCES:
-                resource, why = _bottleneck(c)
+                resource, why = inputs.bottleneck or _bottleneck(c)
                 evidence.append(why)
                 if resource is None:
                     continue

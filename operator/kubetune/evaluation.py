@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from kubetune.api.common import Mode, parse_duration, parse_quantity
-from kubetune.api.performancepolicy import ActionRecord, PerformancePolicySpec, ScalingMethod
-from kubetune.decisions import Change, Decision, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
+from kubetune.api.performancepolicy import Action, ActionRecord, PerformancePolicySpec, ScalingMethod
+from kubetune.analysis import BottleneckReason, ResourceSignal, find_bottleneck
+from kubetune.decisions import Change, Decision, evaluate_rules, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
@@ -297,9 +298,16 @@ class Evaluator:
         warmup = int(self.settings.duration("rate_window").total_seconds() / step)
         insights = analyse(spec, signals, step, warmup_points=warmup if any(
             len(c.cpu_series) < full for c in signals.containers) else 0)
+        bottleneck = None
+        slow = [h for h in evaluate_rules(spec, signals)[0] if h.rule.action is Action.OPTIMIZE_RESOURCES]
+        if slow and latency and latency.histogram:
+            try:
+                bottleneck = await asyncio.to_thread(self._correlate, policy, now)
+            except PrometheusUnavailable as e:
+                log.warning("policy %s/%s: latency correlation skipped: %s", policy.namespace, policy.name, e)
         decision = decide(PolicyInputs(spec=spec, signals=signals, now=now, past_actions=past_actions(status),
                                        node_capacity=view.node_capacity, hpa_resources=view.hpas.get(target, frozenset()),
-                                       predicted_hits=insights.predicted_hits))
+                                       predicted_hits=insights.predicted_hits, bottleneck=bottleneck))
         anomalous = bool(insights.anomalies)
         if anomalous and next((c for c in conditions if c["type"] == "AnomalyDetected"), {}).get("status") != "True":
             await asyncio.to_thread(self.kube.event, policy.involved(), "Warning", "AnomalyDetected",
@@ -461,6 +469,36 @@ class Evaluator:
             windows.append(MetricWindows(name, kind, [scale(v, False) for t, v in samples if t < acted.timestamp()],
                                          [scale(v, True) for t, v in samples if t >= acted.timestamp()]))
         return verify_action(windows, Tolerance(relative=spec.verification.max_regression_percent / 100))
+
+    def _correlate(self, policy: PolicyRecord, now: datetime) -> tuple[str | None, str] | None:
+        """Which resource's recent series moves with p95 latency (only asked when a latency rule
+        fires, so its per-policy queries are rare). None when there are too few samples to tell."""
+        spec, s = policy.spec, self.settings
+        selector = workload_pods(policy.namespace, spec.target_ref.name)
+        containers = f"{selector},{CONTAINERS_ONLY}"
+
+        def series(expr: str) -> dict[float, float]:
+            return dict(self.prometheus.series(workload_series(expr, ANALYSIS_WINDOW, s.query_step), now.timestamp()))
+
+        latency = series(f"histogram_quantile(0.95, sum by (le) (rate({spec.metrics.latency.histogram}_bucket"
+                         f"{{{selector}}}[{s.rate_window}])))")
+        candidates = {
+            ResourceSignal.CPU_THROTTLING: series(
+                f"sum(rate(container_cpu_cfs_throttled_periods_total{{{containers}}}[{s.rate_window}])) / "
+                f"sum(rate(container_cpu_cfs_periods_total{{{containers}}}[{s.rate_window}]))"),
+            ResourceSignal.MEMORY_PRESSURE: series(f"max(container_memory_working_set_bytes{{{containers}}})"),
+            ResourceSignal.MAJOR_PAGE_FAULTS: series(
+                f'sum(rate(container_memory_failures_total{{failure_type="pgmajfault",scope="container",'
+                f'{containers}}}[{s.rate_window}]))'),
+        }
+        times = sorted(latency)
+        result = find_bottleneck([latency[t] for t in times],
+                                 {name: [values.get(t, float("nan")) for t in times] for name, values in candidates.items()})
+        if result.reason is BottleneckReason.INSUFFICIENT_DATA:
+            return None
+        resource = {ResourceSignal.CPU_THROTTLING: "cpu", ResourceSignal.MEMORY_PRESSURE: "memory",
+                    ResourceSignal.MAJOR_PAGE_FAULTS: "memory"}.get(result.resource) if result.resource else None
+        return resource, result.message
 
     async def _application_metrics(self, policy: PolicyRecord, pods: list[PodRecord]) -> dict[str, float | None]:
         """The user's error-rate and throughput templates: one query each per policy (they are the

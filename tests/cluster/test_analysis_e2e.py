@@ -54,3 +54,23 @@ def test_a_change_that_makes_latency_worse_is_rolled_back(cluster, crds, namespa
 
     wait_for("the high-load rule to be held back by the backoff", ready_reason, timeout=90)
     assert template_cpu(cluster, namespace) == "500m"
+
+
+def test_slow_latency_changes_the_resource_it_correlates_with(cluster, crds, namespace, exporter, operator):
+    deploy(cluster, namespace)
+    # Memory sits at 96 % of its limit the whole time (the instant thresholds would blame memory), but
+    # latency climbs together with CPU throttling: the correlation must pick CPU.
+    exporter.set_profile(namespace, "api", [
+        (3, {"cpu_cores": 0.25, "memory_bytes": 246 * MI, "rps": 200, "latency_seconds": 0.05 + 0.008 * i,
+             "throttled_ratio": 0.01 + 0.003 * i}) for i in range(40)])
+    policy(cluster, namespace, mode="Auto", scaling={"method": "Rollout", "stepPercent": 20, "cooldown": "10m"},
+           containers=[{"name": "*", "maxAllowed": {"cpu": "2", "memory": "1Gi"}}],
+           rules=[{"name": "slow", "metric": "latencyP95Ms", "above": 200, "action": "OptimizeResources"}],
+           metrics={"latency": {"histogram": "http_request_duration_seconds"}}, prediction={"enabled": False},
+           anomalyDetection={"enabled": False})
+    wait_for("an OptimizeResources action", lambda: get(cluster, "performancepolicy", namespace, "api")
+             .get("status", {}).get("lastAction"), timeout=180)
+    last = get(cluster, "performancepolicy", namespace, "api")["status"]["lastAction"]
+    assert last["action"] == "OptimizeResources"
+    assert {c["resource"] for c in last["changes"]} == {"cpu"}, last
+    assert any("cpuThrottlingRatio" in e for e in last["evidence"]), last["evidence"]
