@@ -4,12 +4,16 @@ Every function takes plain data (the current value, a rule, a small state, ``now
 the new target and state; no I/O, no clock. The agent feeds them from its own samples, so node
 reactions do not wait for Prometheus. Hysteresis: each rule has separate up and down bands (and
 a cool-down count for frequency), so a value hovering at a threshold does not flap.
+
+Rules: governor by load, max frequency under thermal throttling, swappiness, vfs_cache_pressure
+and the dirty ratios by memory pressure; thresholds at warning and critical levels, each with its
+sustained period, reporting each transition once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -114,14 +118,112 @@ class SwappinessRule:
 def swappiness_for_memory(memory_used_percent: float, swap_used_percent: float, current: int,
                           rule: SwappinessRule) -> int:
     if swap_used_percent >= rule.swap_high:
-        target = rule.minimum
-    elif memory_used_percent >= rule.memory_high:
-        target = rule.maximum
-    elif memory_used_percent <= rule.memory_low:
+        return rule.minimum
+    target = _by_band(memory_used_percent, rule.memory_low, rule.memory_high, rule.neutral, rule.maximum, current)
+    return min(rule.maximum, max(rule.minimum, target))
+
+
+def _by_band(value: float, low: float, high: float, relaxed: int, pressed: int, current: int) -> int:
+    """``pressed`` at or above ``high``, ``relaxed`` at or below ``low``, else ``current`` (the
+    hysteresis band)."""
+    if value >= high:
+        return pressed
+    return relaxed if value <= low else current
+
+
+# ---- adaptive caching: vfs_cache_pressure and the dirty ratios by memory pressure ------------
+
+
+@dataclass(frozen=True)
+class CachePressureRule:
+    """vm.vfs_cache_pressure stays within [minimum, maximum] (the policy's range).
+
+    - memory used >= ``memory_high`` %: ``maximum`` (reclaim dentries and inodes sooner, before
+      page cache and anonymous memory);
+    - memory used <= ``memory_low`` %: ``minimum`` (memory is plentiful: keep metadata cached);
+    - in between: keep the current value (hysteresis band; the agent starts at the middle).
+    """
+
+    minimum: int = 50
+    maximum: int = 150
+    memory_low: float = 70.0
+    memory_high: float = 90.0
+
+    @property
+    def neutral(self) -> int:
+        return (self.minimum + self.maximum) // 2
+
+
+def cache_pressure_for_memory(memory_used_percent: float, current: int, rule: CachePressureRule) -> int:
+    target = _by_band(memory_used_percent, rule.memory_low, rule.memory_high, rule.minimum, rule.maximum, current)
+    return min(rule.maximum, max(rule.minimum, target))
+
+
+@dataclass(frozen=True)
+class DirtyRatios:
+    """vm.dirty_ratio and vm.dirty_background_ratio; None = not moved by the agent."""
+
+    ratio: int | None = None
+    background: int | None = None
+
+
+@dataclass(frozen=True)
+class DirtyRule:
+    """vm.dirty_ratio and vm.dirty_background_ratio within the policy's (min, max) ranges (either
+    may be None: that ratio is not adaptive), moved together.
+
+    - pressure: memory used >= ``memory_high`` %, or disk latency >= ``latency_high_ms`` (write-back
+      stalls): both to their minimum (dirty pages cannot be reclaimed until written; smaller
+      write-back bursts stall less);
+    - relaxed: memory used <= ``memory_low`` % and disk latency < half of ``latency_high_ms``:
+      both to the middle of their range (the neutral setting);
+    - in between: keep the current values (hysteresis band; the agent starts at the middle).
+
+    dirty_background_ratio is kept below dirty_ratio: with both ranges the policy guarantees it
+    (background max < ratio min); with one range the other ratio's value in force (``fixed``) bounds
+    it, unless the policy's range leaves no room (the range wins; the kernel then uses half of
+    dirty_ratio as the background level).
+    """
+
+    ratio: tuple[int, int] | None = (10, 40)
+    background: tuple[int, int] | None = (5, 10)
+    memory_low: float = 70.0
+    memory_high: float = 90.0
+    latency_high_ms: float | None = None
+
+    @property
+    def neutral(self) -> DirtyRatios:
+        return DirtyRatios(_middle(self.ratio), _middle(self.background))
+
+
+def _middle(bounds: tuple[int, int] | None) -> int | None:
+    return None if bounds is None else (bounds[0] + bounds[1]) // 2
+
+
+def _clamp(value: int | None, bounds: tuple[int, int] | None) -> int | None:
+    return None if bounds is None or value is None else min(bounds[1], max(bounds[0], value))
+
+
+def dirty_ratios_for_memory(memory_used_percent: float, disk_latency_ms: float | None, current: DirtyRatios,
+                            rule: DirtyRule, fixed: DirtyRatios = DirtyRatios()) -> DirtyRatios:
+    """The next dirty ratios. ``current`` holds the agent's last targets, ``fixed`` the value in
+    force of a ratio the rule does not move (from the plan's knobs, else the live value)."""
+    latency = disk_latency_ms or 0.0
+    stalled = rule.latency_high_ms is not None and latency >= rule.latency_high_ms
+    calm = rule.latency_high_ms is None or latency < rule.latency_high_ms / 2
+    if memory_used_percent >= rule.memory_high or stalled:
+        target = DirtyRatios(rule.ratio and rule.ratio[0], rule.background and rule.background[0])
+    elif memory_used_percent <= rule.memory_low and calm:
         target = rule.neutral
     else:
-        target = current
-    return min(rule.maximum, max(rule.minimum, target))
+        target = DirtyRatios(current.ratio if current.ratio is not None else _middle(rule.ratio),
+                             current.background if current.background is not None else _middle(rule.background))
+    ratio, background = _clamp(target.ratio, rule.ratio), _clamp(target.background, rule.background)
+    if ratio is None and background is not None and fixed.ratio is not None:
+        background = _clamp(min(background, fixed.ratio - 1), rule.background)
+    if background is None and ratio is not None and fixed.background is not None:
+        ratio = _clamp(max(ratio, fixed.background + 1), rule.ratio)
+    return DirtyRatios(ratio, background)
 
 
 # ---- thresholds -> conditions ---------------------------------------------------------------
@@ -134,6 +236,13 @@ class ThresholdReason(StrEnum):
     NO_DATA = "NoData"
 
 
+class ThresholdLevel(StrEnum):
+    """The API's level names: a ``*Warning*`` field is a warning, a ``*Critical*`` one critical."""
+
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
 @dataclass(frozen=True)
 class Threshold:
     """``metric`` (a NodeSummary field name) above ``above`` for ``for_seconds`` is a breach."""
@@ -141,6 +250,11 @@ class Threshold:
     metric: str
     above: float
     for_seconds: float = 0.0
+    level: ThresholdLevel = ThresholdLevel.CRITICAL
+
+    @property
+    def key(self) -> tuple[str, ThresholdLevel]:
+        return self.metric, self.level
 
 
 @dataclass(frozen=True)
@@ -150,41 +264,45 @@ class ThresholdStatus:
     reason: ThresholdReason
     message: str
     since: float | None  # when the value first went above the threshold (same clock as now)
+    level: ThresholdLevel = ThresholdLevel.CRITICAL
+    changed: bool = False  # breached differs from the previous evaluation: one Event per transition
 
 
 @dataclass(frozen=True)
 class ThresholdState:
-    """When each metric first went above its threshold; None entries are dropped."""
+    """Per (metric, level): when the value first went above it, and whether it was breached at the
+    last evaluation (so a transition is reported once, not every cycle)."""
 
-    above_since: Mapping[str, float] = field(default_factory=dict)
+    above_since: Mapping[tuple[str, ThresholdLevel], float] = field(default_factory=dict)
+    breached: frozenset[tuple[str, ThresholdLevel]] = frozenset()
 
 
 def evaluate_thresholds(values: Mapping[str, float | None], thresholds: Sequence[Threshold],
                         state: ThresholdState, now: float) -> tuple[list[ThresholdStatus], ThresholdState]:
-    """Per threshold, whether it is breached for its sustained period; and the next state."""
-    statuses: list[ThresholdStatus] = []
-    above_since: dict[str, float] = {}
-    for threshold in thresholds:
-        value = values.get(threshold.metric)
-        if value is None:
-            statuses.append(ThresholdStatus(threshold.metric, False, ThresholdReason.NO_DATA,
-                                            f"no value for {threshold.metric}", None))
-            continue
-        if value <= threshold.above:
-            statuses.append(ThresholdStatus(threshold.metric, False, ThresholdReason.WITHIN_THRESHOLDS,
-                                            f"{threshold.metric} {value:g} <= {threshold.above:g}", None))
-            continue
-        since = state.above_since.get(threshold.metric, now)
-        above_since[threshold.metric] = since
-        lasted = now - since
-        if lasted >= threshold.for_seconds:
-            statuses.append(ThresholdStatus(
-                threshold.metric, True, ThresholdReason.THRESHOLD_EXCEEDED,
-                f"{threshold.metric} {value:g} > {threshold.above:g} for {lasted:.0f}s "
-                f"(sustained period {threshold.for_seconds:.0f}s)", since))
-        else:
-            statuses.append(ThresholdStatus(
-                threshold.metric, False, ThresholdReason.BREACH_PENDING,
-                f"{threshold.metric} {value:g} > {threshold.above:g} for {lasted:.0f}s of "
-                f"{threshold.for_seconds:.0f}s", since))
-    return statuses, ThresholdState(above_since)
+    """Per threshold, whether it is breached for its sustained period (and whether that changed
+    since the last evaluation); and the next state."""
+    statuses = [_threshold_status(values.get(t.metric), t, state, now) for t in thresholds]
+    above_since = {t.key: s.since for t, s in zip(thresholds, statuses, strict=True) if s.since is not None}
+    breached = frozenset(t.key for t, s in zip(thresholds, statuses, strict=True) if s.breached)
+    statuses = [replace(s, changed=(t.key in state.breached) != s.breached)
+                for t, s in zip(thresholds, statuses, strict=True)]
+    return statuses, ThresholdState(above_since, breached)
+
+
+def _threshold_status(value: float | None, threshold: Threshold, state: ThresholdState,
+                      now: float) -> ThresholdStatus:
+    metric, level, above = threshold.metric, threshold.level, threshold.above
+    if value is None:
+        return ThresholdStatus(metric, False, ThresholdReason.NO_DATA, f"no value for {metric}", None, level)
+    if value <= above:
+        return ThresholdStatus(metric, False, ThresholdReason.WITHIN_THRESHOLDS,
+                               f"{metric} {value:g} <= {level} level {above:g}", None, level)
+    since = state.above_since.get(threshold.key, now)
+    lasted = now - since
+    if lasted >= threshold.for_seconds:
+        return ThresholdStatus(metric, True, ThresholdReason.THRESHOLD_EXCEEDED,
+                               f"{metric} {value:g} > {level} level {above:g} for {lasted:.0f}s "
+                               f"(sustained period {threshold.for_seconds:.0f}s)", since, level)
+    return ThresholdStatus(metric, False, ThresholdReason.BREACH_PENDING,
+                           f"{metric} {value:g} > {level} level {above:g} for {lasted:.0f}s of "
+                           f"{threshold.for_seconds:.0f}s", since, level)

@@ -11,6 +11,9 @@ Mapping notes (where the API and the agent differ):
 - The agent's ``Conflict`` means another writer changed the value; it sets Degraded.
 - Per-CPU values that differ (``cpu0=powersave,cpu1=schedutil``) do not fit the API's value
   pattern: ``current``/``original`` are left out and the per-CPU values go to the message.
+- Thresholds carry the level the API names them with: critical levels set Degraded, warning levels
+  the agent's own condition type ``Warning`` (the API's condition type is free-form) and one Node
+  Event per transition (``threshold_events``).
 - ProcessEntry names the container, the cgroup names its ID: ``container_ids`` maps
   (podUID, containerName) to the ID from the pod's status; without it the whole pod is tuned.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from kubetune.api import (
@@ -41,11 +45,36 @@ from kubetune.api.nodetuning import (
     ProcessStatus,
 )
 
-from .adaptive import GovernorRule, SwappinessRule, ThermalRule, Threshold
+from .adaptive import (
+    CachePressureRule,
+    DirtyRule,
+    GovernorRule,
+    SwappinessRule,
+    ThermalRule,
+    Threshold,
+    ThresholdLevel,
+)
 from .agent import AdaptivePlan, AgentPlan, CycleReport
 from .collectors import BlockDeviceInfo
 from .executor import KnobResult, KnobTarget, TuningState
 from .process import ProcessResult, ProcessTarget
+
+# The condition warning levels set. A type of its own, not Degraded=False with a reason: a node
+# can be Degraded (critical level, another writer) and past a warning level at once, and
+# `kubectl get nodetuning -o yaml` then shows both.
+WARNING = "Warning"
+THRESHOLD_WARNING = "ThresholdWarning"
+THRESHOLD_WARNING_CLEARED = "ThresholdWarningCleared"
+
+
+@dataclass(frozen=True)
+class ThresholdEvent:
+    """A Node Event for one threshold transition."""
+
+    reason: str
+    message: str
+    warning: bool
+
 
 _VALUE = re.compile(r"^[a-zA-Z0-9 \t._-]*$")
 _IO_CLASS = {"BestEffort": "best-effort", "Idle": "idle"}
@@ -82,7 +111,7 @@ def adaptive_plan(spec: NodeTuningSpec) -> AdaptivePlan:
     rules = spec.adaptive
     cpu = rules.cpu if rules else None
     memory = rules.memory if rules else None
-    governor = thermal = swappiness = None
+    governor = thermal = swappiness = cache_pressure = dirty = None
     if cpu and cpu.governor:
         g = cpu.governor
         governor = GovernorRule(g.high_load.value, g.low_load.value, g.default.value,
@@ -93,21 +122,35 @@ def adaptive_plan(spec: NodeTuningSpec) -> AdaptivePlan:
     if memory and memory.swappiness:
         low, high = memory.swappiness.min, memory.swappiness.max
         swappiness = SwappinessRule(minimum=low, maximum=high, neutral=(low + high) // 2)
-    return AdaptivePlan(governor, thermal, swappiness)
+    if memory and memory.vfs_cache_pressure:
+        cache_pressure = CachePressureRule(minimum=memory.vfs_cache_pressure.min,
+                                           maximum=memory.vfs_cache_pressure.max)
+    if memory and (memory.dirty_ratio or memory.dirty_background_ratio):
+        ratio, background = memory.dirty_ratio, memory.dirty_background_ratio
+        dirty = DirtyRule(ratio=(ratio.min, ratio.max) if ratio else None,
+                          background=(background.min, background.max) if background else None,
+                          latency_high_ms=spec.thresholds.disk.latency_warning_ms)
+    return AdaptivePlan(governor, thermal, swappiness, cache_pressure, dirty)
 
 
 def thresholds(spec: NodeTuningSpec) -> tuple[Threshold, ...]:
-    """Node thresholds over NodeSummary fields; the critical level (or the only level) counts."""
+    """Node thresholds over NodeSummary fields, each at the level the API names it: critical levels
+    set Degraded, warning levels the Warning condition (and a Warning Event per transition). Only
+    CPU has a sustained period in the API; the other levels count from the first sample above."""
     t = spec.thresholds
     cpu_period = parse_duration(t.cpu.sustained_for).total_seconds()
+    warning, critical = ThresholdLevel.WARNING, ThresholdLevel.CRITICAL
     return (
-        Threshold("cpu_utilization_percent", t.cpu.critical_percent, cpu_period),
-        Threshold("memory_used_percent", t.memory.critical_percent),
-        Threshold("swap_used_percent", t.memory.swap_warning_percent),
-        Threshold("disk_latency_ms", t.disk.latency_critical_ms),
-        Threshold("disk_queue_depth", t.disk.queue_depth_warning),
-        Threshold("tcp_connect_ms", t.network.latency_warning_ms),
-        Threshold("network_loss_percent", t.network.packet_loss_warning_percent),
+        Threshold("cpu_utilization_percent", t.cpu.warning_percent, cpu_period, warning),
+        Threshold("cpu_utilization_percent", t.cpu.critical_percent, cpu_period, critical),
+        Threshold("memory_used_percent", t.memory.warning_percent, 0, warning),
+        Threshold("memory_used_percent", t.memory.critical_percent, 0, critical),
+        Threshold("swap_used_percent", t.memory.swap_warning_percent, 0, warning),
+        Threshold("disk_latency_ms", t.disk.latency_warning_ms, 0, warning),
+        Threshold("disk_latency_ms", t.disk.latency_critical_ms, 0, critical),
+        Threshold("disk_queue_depth", t.disk.queue_depth_warning, 0, warning),
+        Threshold("tcp_connect_ms", t.network.latency_warning_ms, 0, warning),
+        Threshold("network_loss_percent", t.network.packet_loss_warning_percent, 0, warning),
     )
 
 
@@ -143,6 +186,7 @@ def status_from_report(report: CycleReport, generation: int | None, previous: No
     conditions = (
         _condition(APPLIED, *_applied(report), generation, old, now),
         _condition(DEGRADED, *_degraded(report), generation, old, now),
+        _condition(WARNING, *_warning(report), generation, old, now),
     )
     summary = report.summary
     metrics = MetricsSummary(
@@ -180,10 +224,27 @@ def _degraded(report: CycleReport) -> tuple[bool, str, str]:
     conflicts = [r for r in report.knobs if r.state is TuningState.CONFLICT]
     if conflicts:
         return True, "ValueChangedByAnotherWriter", "; ".join(r.message for r in conflicts)
-    breached = [t for t in report.thresholds if t.breached]
+    breached = [t for t in report.thresholds if t.breached and t.level is ThresholdLevel.CRITICAL]
     if breached:
         return True, "ThresholdExceeded", "; ".join(t.message for t in breached)
-    return False, "WithinThresholds", "no threshold crossed for its sustained period"
+    return False, "WithinThresholds", "no critical level crossed for its sustained period"
+
+
+def _warning(report: CycleReport) -> tuple[bool, str, str]:
+    warned = [t for t in report.thresholds if t.breached and t.level is ThresholdLevel.WARNING]
+    if warned:
+        return True, THRESHOLD_WARNING, "; ".join(t.message for t in warned)
+    return False, "BelowWarningLevels", "no warning level crossed for its sustained period"
+
+
+def threshold_events(report: CycleReport) -> list[ThresholdEvent]:
+    """The Node Events for warning levels crossed or cleared in this cycle: one per transition
+    (``ThresholdStatus.changed``), never one per cycle while a level stays crossed."""
+    return [
+        ThresholdEvent(THRESHOLD_WARNING, t.message, warning=True) if t.breached else
+        ThresholdEvent(THRESHOLD_WARNING_CLEARED, t.message, warning=False)
+        for t in report.thresholds if t.changed and t.level is ThresholdLevel.WARNING
+    ]
 
 
 def _condition(kind: str, true: bool, reason: str, message: str, generation: int | None,

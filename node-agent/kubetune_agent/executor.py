@@ -96,6 +96,14 @@ class KnobExecutor:
                 results.append(self.restore(key, dry_run=dry_run))
         return results
 
+    def live(self, key: str) -> str | None:
+        """The live value of ``key`` as shown in status; None if it cannot be read here."""
+        try:
+            knob, device = self.registry.resolve(key)
+            return knob.display(knob.read(self.fs, device))
+        except (KnobError, OSError):
+            return None
+
     def apply(self, target: KnobTarget, *, dry_run: bool = False) -> KnobResult:
         key = target.key
         try:

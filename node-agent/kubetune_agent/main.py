@@ -1,9 +1,10 @@
 """``kubetune-agent``: the node agent process. Kubernetes wiring only; the work is in ``agent``.
 
 Every interval (and as soon as the NodeTuning changes) it samples the host, reconciles the plan of
-the NodeTuning named ``NODE_NAME`` and writes that object's status; condition changes become
-Events on the Node. RBAC: get/list/watch nodetunings, patch nodetunings/status, create events,
-get pods (to map container names to container IDs; without it a whole pod is tuned).
+the NodeTuning named ``NODE_NAME`` and writes that object's status; condition changes, and each
+warning level crossed or cleared, become Events on the Node. RBAC: get/list/watch nodetunings,
+patch nodetunings/status, create events, get pods (to map container names to container IDs;
+without it a whole pod is tuned).
 
     kubetune-agent                 # in the DaemonSet
     kubetune-agent --metrics-only  # collect and serve /metrics, no Kubernetes, no writes
@@ -143,11 +144,15 @@ class NodeTuningWatch:
         current = NodeTuning.model_validate(self.obj)
         status = contract.status_from_report(report, current.generation, current.status,
                                              block_devices(self.agent.collector.fs), datetime.now(UTC))
+        # Before the patch: the cycle's transitions are not seen again if the patch fails.
+        for event in contract.threshold_events(report):
+            self.node_event(contract.WARNING, event.reason, event.message, warning=event.warning)
         self.custom.patch_cluster_custom_object_status(self.group, self.version, self.plural,
                                                        self.settings.node_name, {"status": status.to_dict()})
         before = {c.type: c.status for c in (current.status.conditions if current.status else ())}
         for condition in status.conditions:
-            if before.get(condition.type) != condition.status:
+            # Warning has an Event per threshold transition above, naming the metric.
+            if condition.type != contract.WARNING and before.get(condition.type) != condition.status:
                 self.node_event(condition.type, condition.reason, condition.message,
                                 warning=condition.type == "Degraded" and condition.status.value == "True")
 

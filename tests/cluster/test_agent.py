@@ -28,6 +28,8 @@ NODE = "kwok-node-1"
 SWAPPINESS = Path("/proc/sys/vm/swappiness")
 VFS_CACHE_PRESSURE = Path("/proc/sys/vm/vfs_cache_pressure")
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+DIRTY_RATIO = Path("/proc/sys/vm/dirty_ratio")
+DIRTY_BACKGROUND_RATIO = Path("/proc/sys/vm/dirty_background_ratio")
 POLICY = "NodeTuningPolicy/cluster-test"
 # metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
 CONDITION_TYPE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -162,10 +164,11 @@ def assert_condition_shape(cond: dict, generation: int) -> None:
 
 
 def test_recommend_mode_reports_the_plan_and_writes_nothing(cluster, agent):
-    before = {p: read(p) for p in (SWAPPINESS, VFS_CACHE_PRESSURE, SOMAXCONN)}
+    before = {p: read(p) for p in (SWAPPINESS, VFS_CACHE_PRESSURE, SOMAXCONN, DIRTY_RATIO, DIRTY_BACKGROUND_RATIO)}
     plan = {"vm.swappiness": other_value(SWAPPINESS, ("10", "11")),
             "vm.vfs_cache_pressure": other_value(VFS_CACHE_PRESSURE, ("50", "51")),
             "sysctl.net.core.somaxconn": other_value(SOMAXCONN, ("2048", "2049"))}
+    started = datetime.now(UTC)
     apply(cluster, node_tuning("Recommend", plan))
 
     obj = wait_for("status for the first generation", lambda: (o := observed(cluster))
@@ -223,6 +226,34 @@ def test_recommend_mode_reports_the_plan_and_writes_nothing(cluster, agent):
     assert event["type"] == "Warning" and event["source"]["component"] == "kubetune-agent", event
     assert event["involvedObject"] == {"kind": "Node", "name": NODE, "apiVersion": "v1"}, event["involvedObject"]
     assert event["message"].startswith("Degraded: ")
+
+    # The warning level (0.5 %) is crossed too: the Warning condition, and one Warning Event naming
+    # the metric, value, level and sustained period for the transition, not one per cycle.
+    warning = condition(get_nt(cluster), "Warning")
+    assert (warning["status"], warning["reason"]) == ("True", "ThresholdWarning"), warning
+    assert_condition_shape(warning, get_nt(cluster)["metadata"]["generation"])
+
+    def warning_events() -> list[dict]:
+        return [e for e in node_events(cluster, "ThresholdWarning") if "warning level 0.5 " in e["message"]
+                and timestamp(e["firstTimestamp"]) >= started - timedelta(seconds=1)]
+
+    warned = wait_for("a ThresholdWarning Event on the Node", warning_events, timeout=15)
+    assert warned[0]["type"] == "Warning" and warned[0]["source"]["component"] == "kubetune-agent", warned[0]
+    assert re.match(r"^Warning: memory_used_percent [\d.]+ > warning level 0.5 for \d+s \(sustained period 0s\)$",
+                    warned[0]["message"]), warned[0]["message"]
+    wait_for("a few more cycles", lambda: status_writes(cluster, seconds=3) >= 2, timeout=15)
+    assert len(warning_events()) == 1, [e["message"] for e in warning_events()]
+
+    # Adaptive caching in Recommend: the dirty ratios are planned within their ranges (the middle,
+    # or the minimum under memory pressure), background below dirty; nothing is written.
+    adaptive = {"memory": {"dirtyRatio": {"min": 11, "max": 37}, "dirtyBackgroundRatio": {"min": 3, "max": 9}}}
+    apply(cluster, node_tuning("Recommend", plan, adaptive=adaptive))
+    obj = wait_for("the adaptive dirty ratios planned", lambda: (o := get_nt(cluster))
+                   and knob(o, "vm.dirty_ratio") and knob(o, "vm.dirty_background_ratio") and o, timeout=30)
+    dirty, background = knob(obj, "vm.dirty_ratio"), knob(obj, "vm.dirty_background_ratio")
+    assert (dirty["desired"], background["desired"]) in (("24", "6"), ("11", "3")), (dirty, background)
+    assert dirty["state"] == background["state"] == "Planned", (dirty, background)
+    assert dirty["current"] == before[DIRTY_RATIO], dirty
 
     # Recommend never wrote to this machine.
     assert {p: read(p) for p in before} == before

@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 
 from kubetune_agent.adaptive import (
+    CachePressureRule,
+    DirtyRatios,
+    DirtyRule,
     GovernorRule,
     GovernorState,
     SwappinessRule,
     ThermalRule,
     ThermalState,
     Threshold,
+    ThresholdLevel,
     ThresholdReason,
     ThresholdState,
+    cache_pressure_for_memory,
+    dirty_ratios_for_memory,
     evaluate_thresholds,
     governor_for_load,
     max_freq_for_thermal,
@@ -102,4 +108,135 @@ def test_threshold_without_data_and_with_no_period():
                                       ThresholdState(), now=0)
     assert [(s.reason, s.breached) for s in statuses] == [
         (ThresholdReason.NO_DATA, False), (ThresholdReason.THRESHOLD_EXCEEDED, True)]
-    assert statuses[1].message == "disk_latency_ms 25 > 20 for 0s (sustained period 0s)"
+    assert statuses[1].message == "disk_latency_ms 25 > critical level 20 for 0s (sustained period 0s)"
+
+
+CACHE = CachePressureRule(minimum=50, maximum=150, memory_low=70, memory_high=90)
+
+
+@pytest.mark.parametrize(
+    ("memory", "current", "expected"),
+    [
+        (50, 100, 50),  # relaxed: keep dentries and inodes cached
+        (70, 100, 50),  # the low edge counts as relaxed
+        (80, 100, 100),  # band: keep
+        (80, 150, 150),  # band: keep (hysteresis on the way down)
+        (89.9, 50, 50),  # band: keep (hysteresis on the way up)
+        (90, 50, 150),  # pressure: reclaim metadata caches sooner
+        (99, 100, 150),
+        (80, 400, 150),  # clamped into the policy range
+        (80, 10, 50),
+    ],
+    ids=lambda v: str(v),
+)
+def test_cache_pressure_by_memory_pressure(memory, current, expected):
+    assert cache_pressure_for_memory(memory, current, CACHE) == expected
+
+
+def test_cache_pressure_starts_at_the_middle_of_the_range():
+    assert CACHE.neutral == 100 and CachePressureRule(minimum=1, maximum=4).neutral == 2
+
+
+DIRTY = DirtyRule(ratio=(10, 40), background=(5, 9), memory_low=70, memory_high=90, latency_high_ms=50)
+
+
+@pytest.mark.parametrize(
+    ("memory", "latency", "current", "expected"),
+    [
+        (50, 1, DirtyRatios(10, 5), DirtyRatios(25, 7)),  # relaxed, fast disk: the middle
+        (50, None, DirtyRatios(10, 5), DirtyRatios(25, 7)),  # no disks: latency counts as fine
+        (80, 1, DirtyRatios(10, 5), DirtyRatios(10, 5)),  # memory band: keep
+        (80, 1, DirtyRatios(25, 7), DirtyRatios(25, 7)),
+        (80, 1, DirtyRatios(), DirtyRatios(25, 7)),  # band at start: the middle
+        (95, 1, DirtyRatios(25, 7), DirtyRatios(10, 5)),  # memory pressure: write back sooner
+        (50, 50, DirtyRatios(25, 7), DirtyRatios(10, 5)),  # write-back stalls: smaller bursts
+        (50, 30, DirtyRatios(10, 5), DirtyRatios(10, 5)),  # latency band (25..50 ms): keep
+        (50, 24, DirtyRatios(10, 5), DirtyRatios(25, 7)),  # latency calm again: back to the middle
+        (80, 1, DirtyRatios(90, 1), DirtyRatios(40, 5)),  # clamped into the policy ranges
+    ],
+    ids=lambda v: str(v),
+)
+def test_dirty_ratios_by_memory_pressure_and_write_back_latency(memory, latency, current, expected):
+    assert dirty_ratios_for_memory(memory, latency, current, DIRTY) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "fixed", "memory", "expected"),
+    [
+        # Only background is adaptive: it stays below the dirty_ratio in force.
+        (DirtyRule(ratio=None, background=(5, 20)), DirtyRatios(ratio=10), 50, DirtyRatios(None, 9)),
+        (DirtyRule(ratio=None, background=(5, 20)), DirtyRatios(ratio=30), 50, DirtyRatios(None, 12)),
+        (DirtyRule(ratio=None, background=(5, 20)), DirtyRatios(ratio=10), 95, DirtyRatios(None, 5)),
+        # ... unless the policy's range leaves no room: the range wins.
+        (DirtyRule(ratio=None, background=(5, 20)), DirtyRatios(ratio=3), 50, DirtyRatios(None, 5)),
+        # Only dirty_ratio is adaptive: it stays above the background ratio in force.
+        (DirtyRule(ratio=(5, 40), background=None), DirtyRatios(background=10), 95, DirtyRatios(11, None)),
+        (DirtyRule(ratio=(5, 40), background=None), DirtyRatios(background=10), 50, DirtyRatios(22, None)),
+        (DirtyRule(ratio=(5, 40), background=None), DirtyRatios(), 95, DirtyRatios(5, None)),  # unknown
+    ],
+    ids=lambda v: str(v),
+)
+def test_a_single_adaptive_dirty_ratio_keeps_background_below_dirty(rule, fixed, memory, expected):
+    assert dirty_ratios_for_memory(memory, 0, DirtyRatios(), rule, fixed) == expected
+
+
+def test_every_dirty_target_keeps_background_below_dirty():
+    for memory in range(0, 101, 5):
+        for latency in (None, 0, 30, 60):
+            for current in (DirtyRatios(), DirtyRatios(10, 5), DirtyRatios(40, 9), DirtyRatios(1, 100)):
+                got = dirty_ratios_for_memory(memory, latency, current, DIRTY)
+                assert 10 <= got.ratio <= 40 and 5 <= got.background <= 9 and got.background < got.ratio
+
+
+CPU_WARNING = Threshold("cpu_utilization_percent", above=70, for_seconds=300, level=ThresholdLevel.WARNING)
+CPU_CRITICAL = Threshold("cpu_utilization_percent", above=85, for_seconds=300, level=ThresholdLevel.CRITICAL)
+
+
+@pytest.mark.parametrize(
+    ("timeline", "expected"),
+    [
+        # (now, cpu %) -> per cycle: (warning breached, warning changed, critical breached, critical changed)
+        pytest.param([(0, 75), (299, 75), (300, 75), (310, 75), (600, 75)],
+                     [(False, False, False, False), (False, False, False, False), (True, True, False, False),
+                      (True, False, False, False), (True, False, False, False)],
+                     id="warning-after-its-sustained-period-one-transition"),
+        pytest.param([(0, 75), (200, 60), (250, 75), (549, 75), (550, 75)],
+                     [(False, False, False, False), (False, False, False, False), (False, False, False, False),
+                      (False, False, False, False), (True, True, False, False)],
+                     id="a-dip-below-restarts-the-period"),
+        pytest.param([(0, 90), (300, 90), (400, 80), (500, 60), (510, 60)],
+                     [(False, False, False, False), (True, True, True, True), (True, False, False, True),
+                      (False, True, False, False), (False, False, False, False)],
+                     id="critical-implies-warning-and-both-clear-once"),
+        pytest.param([(0, 80), (300, 90), (599, 90), (600, 90)],
+                     [(False, False, False, False), (True, True, False, False), (True, False, False, False),
+                      (True, False, True, True)],
+                     id="levels-have-their-own-clocks"),
+        pytest.param([(0, 70), (1000, 70)], [(False, False, False, False)] * 2, id="levels-are-strict"),
+    ],
+)
+def test_warning_and_critical_levels_with_their_sustained_period(timeline, expected):
+    state, seen = ThresholdState(), []
+    for now, cpu in timeline:
+        (warning, critical), state = evaluate_thresholds({"cpu_utilization_percent": cpu},
+                                                         [CPU_WARNING, CPU_CRITICAL], state, now)
+        assert (warning.level, critical.level) == (ThresholdLevel.WARNING, ThresholdLevel.CRITICAL)
+        seen.append((warning.breached, warning.changed, critical.breached, critical.changed))
+    assert seen == expected
+
+
+def test_warning_message_names_metric_value_level_and_sustained_period():
+    state = ThresholdState()
+    _, state = evaluate_thresholds({"cpu_utilization_percent": 78}, [CPU_WARNING], state, now=0)
+    (status,), _ = evaluate_thresholds({"cpu_utilization_percent": 78.5}, [CPU_WARNING], state, now=312)
+    assert status.message == "cpu_utilization_percent 78.5 > warning level 70 for 312s (sustained period 300s)"
+
+
+def test_losing_the_value_clears_a_breach_once():
+    latency = Threshold("tcp_connect_ms", above=50, level=ThresholdLevel.WARNING)
+    state, seen = ThresholdState(), []
+    for value in (80, 80, None, None):
+        (status,), state = evaluate_thresholds({"tcp_connect_ms": value}, [latency], state, now=0)
+        seen.append((status.breached, status.changed, status.reason))
+    assert seen == [(True, True, ThresholdReason.THRESHOLD_EXCEEDED), (True, False, ThresholdReason.THRESHOLD_EXCEEDED),
+                    (False, True, ThresholdReason.NO_DATA), (False, False, ThresholdReason.NO_DATA)]

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from kubetune.api import NodeTuningStatus
-from kubetune_agent.adaptive import ThresholdReason, ThresholdStatus
+from kubetune_agent.adaptive import ThresholdLevel, ThresholdReason, ThresholdStatus
 from kubetune_agent.agent import CycleReport
 from kubetune_agent.collectors import BlockDeviceInfo, CpuSample, MemorySample, NodeSample, TcpSample
-from kubetune_agent.contract import plan_from_node_tuning, status_from_report
+from kubetune_agent.contract import plan_from_node_tuning, status_from_report, threshold_events
 from kubetune_agent.executor import KnobResult, TuningState
 
 pytestmark = pytest.mark.unit
@@ -73,3 +73,89 @@ def test_status_is_valid_and_reports_conflict_as_degraded():
     assert wire.block_devices[0].device_class.value == "HDD"
     later = status_from_report(report, 3, wire, [], datetime(2025, 1, 2, tzinfo=UTC))
     assert {c.type: c.last_transition_time for c in later.conditions}["Degraded"] == now
+
+
+def test_thresholds_carry_the_level_the_api_names_them_with():
+    plan = plan_from_node_tuning({**NODE_TUNING, "spec": {"thresholds": {"cpu": {"sustainedFor": "5m"}}}})
+    levels = {(t.metric, t.level.value): (t.above, t.for_seconds) for t in plan.thresholds}
+    assert levels == {
+        ("cpu_utilization_percent", "warning"): (70, 300), ("cpu_utilization_percent", "critical"): (85, 300),
+        ("memory_used_percent", "warning"): (75, 0), ("memory_used_percent", "critical"): (90, 0),
+        ("swap_used_percent", "warning"): (20, 0),
+        ("disk_latency_ms", "warning"): (50, 0), ("disk_latency_ms", "critical"): (100, 0),
+        ("disk_queue_depth", "warning"): (8, 0),
+        ("tcp_connect_ms", "warning"): (50, 0), ("network_loss_percent", "warning"): (0.1, 0),
+    }
+
+
+def test_adaptive_caching_rules_come_from_the_memory_ranges():
+    spec = {**NODE_TUNING["spec"], "adaptive": {"memory": {
+        "vfsCachePressure": {"min": 60, "max": 200}, "dirtyRatio": {"min": 15, "max": 30},
+        "dirtyBackgroundRatio": {"min": 3, "max": 8}}}, "thresholds": {"disk": {"latencyWarningMs": 40}}}
+    adaptive = plan_from_node_tuning({**NODE_TUNING, "spec": spec}).adaptive
+    assert (adaptive.cache_pressure.minimum, adaptive.cache_pressure.maximum) == (60, 200)
+    assert (adaptive.dirty.ratio, adaptive.dirty.background, adaptive.dirty.latency_high_ms) == ((15, 30), (3, 8), 40)
+    assert adaptive.swappiness is None
+
+    only_background = {**spec, "adaptive": {"memory": {"dirtyBackgroundRatio": {"min": 3, "max": 8}}}}
+    adaptive = plan_from_node_tuning({**NODE_TUNING, "spec": only_background}).adaptive
+    assert (adaptive.cache_pressure, adaptive.dirty.ratio, adaptive.dirty.background) == (None, None, (3, 8))
+    assert plan_from_node_tuning(NODE_TUNING).adaptive.dirty is None
+
+
+def threshold(metric, level, breached, changed, message=""):
+    reason = ThresholdReason.THRESHOLD_EXCEEDED if breached else ThresholdReason.WITHIN_THRESHOLDS
+    return ThresholdStatus(metric, breached, reason, message or f"{metric} {level}", 0.0 if breached else None,
+                           ThresholdLevel(level), changed)
+
+
+def conditions_for(*thresholds, previous=None, now=datetime(2025, 1, 1, tzinfo=UTC)):
+    status = status_from_report(CycleReport(SAMPLE, None, thresholds=thresholds), 3, previous, [], now)
+    return NodeTuningStatus.model_validate(status.to_dict())  # what the API server would get
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "degraded", "warning"),
+    [
+        pytest.param([threshold("cpu_utilization_percent", "warning", False, False),
+                      threshold("cpu_utilization_percent", "critical", False, False)],
+                     ("False", "WithinThresholds"), ("False", "BelowWarningLevels"), id="calm"),
+        pytest.param([threshold("cpu_utilization_percent", "warning", True, True),
+                      threshold("cpu_utilization_percent", "critical", False, False)],
+                     ("False", "WithinThresholds"), ("True", "ThresholdWarning"), id="warning-only"),
+        pytest.param([threshold("cpu_utilization_percent", "warning", True, False),
+                      threshold("cpu_utilization_percent", "critical", True, True)],
+                     ("True", "ThresholdExceeded"), ("True", "ThresholdWarning"), id="critical"),
+        pytest.param([threshold("swap_used_percent", "warning", True, True)],
+                     ("False", "WithinThresholds"), ("True", "ThresholdWarning"), id="single-warning-level"),
+    ],
+)
+def test_warning_levels_set_the_warning_condition_critical_levels_degraded(thresholds, degraded, warning):
+    conditions = {c.type: c for c in conditions_for(*thresholds).conditions}
+    assert (conditions["Degraded"].status.value, conditions["Degraded"].reason) == degraded
+    assert (conditions["Warning"].status.value, conditions["Warning"].reason) == warning
+
+
+def test_warning_condition_message_and_transition_time():
+    message = "cpu_utilization_percent 78 > warning level 70 for 312s (sustained period 300s)"
+    first = conditions_for(threshold("cpu_utilization_percent", "warning", True, True, message),
+                           threshold("memory_used_percent", "warning", True, True, "memory_used_percent 80 > ..."))
+    warning = {c.type: c for c in first.conditions}["Warning"]
+    assert warning.message == f"{message}; memory_used_percent 80 > ..."
+    later = conditions_for(threshold("cpu_utilization_percent", "warning", True, False, message), previous=first,
+                           now=datetime(2025, 1, 2, tzinfo=UTC))
+    assert {c.type: c for c in later.conditions}["Warning"].last_transition_time == warning.last_transition_time
+
+
+def test_one_event_per_warning_transition():
+    report = CycleReport(SAMPLE, None, thresholds=(
+        threshold("cpu_utilization_percent", "warning", True, True, "cpu up"),
+        threshold("memory_used_percent", "warning", True, False, "memory still up"),  # no transition
+        threshold("disk_latency_ms", "warning", False, True, "disk_latency_ms 3 <= warning level 50"),
+        threshold("cpu_utilization_percent", "critical", True, True, "critical: the Degraded Event"),
+    ))
+    assert [(e.reason, e.message, e.warning) for e in threshold_events(report)] == [
+        ("ThresholdWarning", "cpu up", True),
+        ("ThresholdWarningCleared", "disk_latency_ms 3 <= warning level 50", False),
+    ]
+    assert threshold_events(CycleReport(SAMPLE, None)) == []
