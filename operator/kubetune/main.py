@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 import kopf
@@ -26,9 +27,10 @@ from kubetune.metrics import OperatorMetrics
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
 from kubetune.nodeplanner import NodePlanner, NodeView, node_facts, node_tuning_record
 from kubetune.nodetuning import NodeTuningPolicyRecord
+from kubetune.podwatch import PodWatch
 from kubetune.prometheus import Prometheus
 from kubetune.settings import OperatorSettings, SettingsError
-from kubetune.workloads import WorkloadRef, owning_workload, pod_record, template_containers
+from kubetune.workloads import WorkloadRef, template_containers
 
 log = logging.getLogger("kubetune")
 PP, NTP, NT = constants.PERFORMANCE_POLICY, constants.NODE_TUNING_POLICY, constants.NODE_TUNING
@@ -39,6 +41,7 @@ def spec_error(error: ValidationError) -> str:
 
 
 # --- indexes: small records, not objects ----------------------------------------------------------
+# Pods are not a kopf index: at 10,000 pods kopf's per-object start-up is quadratic (see podwatch.py).
 
 
 @kopf.index(constants.GROUP, constants.VERSION, PP.plural)
@@ -50,12 +53,6 @@ def policy_index(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf
     return {(meta["namespace"], meta["name"]): PolicyRecord(
         namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
         created=meta.get("creationTimestamp", ""), spec=parsed, spec_error=error, status=dict(status))}
-
-
-@kopf.index("pods")
-def pod_index(body: kopf.Body, **_: Any):
-    ref = owning_workload(body)
-    return {ref: pod_record(body)} if ref else None
 
 
 def _workload_record(kind: str, body: kopf.Body) -> dict[WorkloadRef, WorkloadRecord]:
@@ -107,7 +104,7 @@ def node_tuning_index(meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_
 
 
 @kopf.on.event("nodes")
-def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
+async def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
     # kopf calls event handlers only once every index is filled: until then, an empty index would
     # look like "no policy applies" and the node-tuning loop would delete every NodeTuning.
     if memo.get("indexes_ready"):
@@ -119,11 +116,11 @@ def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
 
 # Registered by main() only when the webhook is enabled: kopf refuses to start with admission
 # handlers and no server to serve them.
-def pod_resources(body: kopf.Body, patch: kopf.Patch, policy_index: kopf.Index, pod_index: kopf.Index,
+def pod_resources(body: kopf.Body, patch: kopf.Patch, policy_index: kopf.Index, memo: kopf.Memo,
                   **_: Any) -> None:
     policies = [p for store in policy_index.values() for p in store]
     name = f'{body["metadata"].get("namespace")}/{body["metadata"].get("name") or body["metadata"].get("generateName")}'
-    result = new_pod_containers(body, policies, pod_index)
+    result = new_pod_containers(body, policies, memo.get("pods") or {})
     if result:
         patch.spec["containers"], why = result
         log.info("admission: pod %s: %s", name, why)
@@ -140,7 +137,7 @@ def _single(index: kopf.Index) -> dict:
     return {key: next(iter(store)) for key, store in index.items()}
 
 
-def cluster_view(indices: dict[str, kopf.Index]) -> ClusterView:
+def cluster_view(indices: dict[str, Any]) -> ClusterView:
     from kubernetes.utils import parse_quantity
     nodes = _single(indices["node_index"])
     capacity: dict[str, float] = {}
@@ -158,7 +155,7 @@ def cluster_view(indices: dict[str, kopf.Index]) -> ClusterView:
                        pods=indices["pod_index"], workloads=workloads, hpas=hpas, node_capacity=capacity)
 
 
-def node_view(indices: dict[str, kopf.Index]) -> NodeView:
+def node_view(indices: dict[str, Any]) -> NodeView:
     return NodeView(nodes={name: node_facts(*facts) for name, facts in _single(indices["node_index"]).items()},
                     node_policies=[p for store in indices["node_tuning_policy_index"].values() for p in store],
                     performance_policies=[p for store in indices["policy_index"].values() for p in store],
@@ -184,23 +181,40 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
             pkeyfile=config.webhook_key_file)
         settings.admission.managed = None
     settings.posting.level = logging.WARNING  # kopf's own Events only for problems; ours explain decisions
-    indices = {name: kwargs[name] for name in ("policy_index", "pod_index", "deployment_index", "statefulset_index",
+    memo.pods = PodWatch(Kube().core, config.namespaces, server_timeout=settings.watching.server_timeout,
+                         client_timeout=settings.watching.client_timeout,
+                         connect_timeout=settings.watching.connect_timeout)
+    memo.pods.start()
+    indices = {name: kwargs[name] for name in ("policy_index", "deployment_index", "statefulset_index",
                                                "daemonset_index", "hpa_index", "node_index",
                                                "node_tuning_policy_index", "node_tuning_index")}
+    indices["pod_index"] = memo.pods
     metrics: OperatorMetrics = memo.metrics
     evaluator = Evaluator(config, Prometheus(config), Kube(), metrics)
-    memo.indexes_ready = asyncio.Event()
-    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices),
-                                                                ready=memo.indexes_ready))
+    memo.indexes_ready = asyncio.Event()  # kopf's indexes
+    ready = asyncio.Event()  # and the pods
+
+    async def all_ready() -> None:
+        started = time.monotonic()
+        await memo.indexes_ready.wait()
+        await memo.pods.wait_synced()
+        log.info("indexes filled, pods of %d workloads listed: %.1f s after start-up", len(memo.pods),
+                 time.monotonic() - started)
+        ready.set()
+
+    memo.readiness = asyncio.create_task(all_ready())
+    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices), ready=ready))
     memo.node_planning = asyncio.create_task(NodePlanner(config, Kube(), metrics).run_forever(
-        lambda: node_view(indices), ready=memo.indexes_ready))
+        lambda: node_view(indices), ready=ready))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    for task in (memo.get("evaluation"), memo.get("node_planning")):
+    for task in (memo.get("readiness"), memo.get("evaluation"), memo.get("node_planning")):
         if task:
             task.cancel()
+    if memo.get("pods"):
+        memo.pods.stop()
 
 
 def main() -> None:
