@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import loadgen  # deploy/local, on sys.path via tests/conftest.py
 import localcluster
 from kubetune.promql import QueryPlan, cycle_queries
-from tests.cluster.test_operator import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.bench
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 import localcluster  # deploy/local, on sys.path via tests/conftest.py
-from tests.cluster.test_operator import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import pytest
 
-from tests.cluster.test_operator import MI, deploy, get, policy, template_cpu, wait_for  # noqa: F401
+from tests.cluster.test_operator import MI, deploy, get, policy, template_cpu  # noqa: F401
+from tests.waiting import wait_for
 from tests.cluster.test_operator import exporter, exporter_and_address, operator  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.cluster

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import yaml
 import localcluster
 from kubetune.settings import ENV_PREFIX, OperatorSettings
 from kubetune_agent import settings as agent_settings
+
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -55,15 +56,6 @@ def chart_crds(cluster, crds):
 def render(helm, *args: str, namespace: str = "default") -> list[dict]:
     out = helm("template", "rel", str(CHART), "--namespace", namespace, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def wait_for(what: str, check, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
 
 
 def test_crds_in_the_chart_are_deploy_crds():

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from tests.cluster.test_operator import Operator, condition, deploy, running_pods, wait_for
+from tests.cluster.test_operator import Operator, condition, deploy, running_pods
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 MANAGED = "app.kubernetes.io/managed-by=kubetune"

@@ -20,20 +20,11 @@ import pytest
 import loadgen  # deploy/local, on sys.path via tests/conftest.py
 import localcluster
 
+from tests.waiting import wait_for
+
 pytestmark = pytest.mark.cluster
 MI = 2**20
 SELECTOR = "kubetune.io/e2e=true"
-
-
-def wait_for(what: str, check, timeout: float = 90.0, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import time
 import pytest
 import requests
 
-from tests.cluster.test_operator import MI, deploy, wait_for
+from tests.cluster.test_operator import MI, deploy
+from tests.waiting import wait_for
 from tests.cluster.test_operator import exporter, exporter_and_address  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.cluster

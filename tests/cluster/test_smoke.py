@@ -15,6 +15,8 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from tests.waiting import wait_for
+
 pytestmark = pytest.mark.cluster
 
 WIDGET_CRD = {
@@ -27,16 +29,6 @@ WIDGET_CRD = {
                                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
 }
-
-
-def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import json
 import pytest
 
 import localcluster
-from tests.cluster.test_operator import MI, Operator, deploy, policy, running_pods, template_cpu, wait_for
+from tests.cluster.test_operator import MI, Operator, deploy, policy, running_pods, template_cpu
+from tests.waiting import wait_for
 from tests.cluster.test_operator import exporter, exporter_and_address  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.cluster
