@@ -8,6 +8,7 @@ Every method is idempotent: patches carry the full desired value, not a delta.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, Mapping
 
@@ -37,7 +38,6 @@ def _call(what: str, fn, *args, **kwargs):
     except ApiException as e:
         reason = e.reason
         try:
-            import json
             reason = json.loads(e.body).get("message", reason)
         except Exception:
             pass

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import kopf
+from kubernetes.utils import parse_quantity
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
@@ -138,7 +139,6 @@ def _single(index: kopf.Index) -> dict:
 
 
 def cluster_view(indices: dict[str, Any]) -> ClusterView:
-    from kubernetes.utils import parse_quantity
     nodes = _single(indices["node_index"])
     capacity: dict[str, float] = {}
     for _, allocatable in nodes.values():

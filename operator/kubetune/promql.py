@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from kubetune.api.common import parse_duration
+
 CONTAINER_KEY = ("namespace", "pod", "container")
 POD_KEY = ("namespace", "pod")
 
@@ -117,7 +119,6 @@ def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable
 
 
 def _seconds(duration: str) -> int:
-    from kubetune.api.common import parse_duration
     return int(parse_duration(duration).total_seconds())
 
 
