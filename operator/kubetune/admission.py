@@ -13,17 +13,16 @@ from typing import Any, Iterable, Mapping
 
 from kubetune.api.common import Mode
 from kubetune.api.performancepolicy import ScalingMethod
-from kubetune.evaluation import PolicyRecord
+from kubetune.records import PolicyRecord, workload_owners
 from kubetune.signals import current_resources
 from kubetune.workloads import PodRecord, WorkloadRef, container_resources, format_quantity, owning_workload
 
 
 def target_policy(ref: WorkloadRef, policies: Iterable[PolicyRecord]) -> PolicyRecord | None:
     """The policy that owns `ref` (the oldest, as in the evaluation loop) if it resizes in place."""
-    owners = sorted((p for p in policies if p.spec and p.target == ref), key=lambda p: (p.created, p.name))
-    if not owners:
+    policy = workload_owners(policies).get(ref)
+    if policy is None:
         return None
-    policy = owners[0]
     if policy.spec.mode is not Mode.AUTO or policy.spec.scaling.method is ScalingMethod.ROLLOUT:
         return None
     return policy

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Mapping
 
 from kubetune.api.common import Mode, parse_duration, parse_quantity
@@ -23,6 +22,7 @@ from kubetune.api.performancepolicy import (
     Rule,
     VerificationState,
 )
+from kubetune.reasons import Reason
 from kubetune.verification import RetryBackoff
 from kubetune.workloads import format_quantity
 
@@ -41,24 +41,6 @@ HYSTERESIS = 0.9
 RESOURCE_OF_METRIC = {Metric.CPU_UTILIZATION: "cpu", Metric.MEMORY_UTILIZATION: "memory"}
 LATENCY_PERCENTILE = {Metric.LATENCY_P50_MS: 50, Metric.LATENCY_P90_MS: 90, Metric.LATENCY_P95_MS: 95,
                       Metric.LATENCY_P99_MS: 99}
-
-
-class Reason(str, Enum):
-    """Why a decision came out as it did; used as condition and Event reason."""
-
-    MODE_OFF = "ModeOff"
-    NO_RULE_FIRED = "NoRuleFired"
-    SCALED_UP = "ScaledUp"
-    SCALED_DOWN = "ScaledDown"
-    OPTIMIZED = "Optimized"
-    NOT_A_RESOURCE_BOTTLENECK = "NotAResourceBottleneck"
-    AT_BOUND = "AtBound"
-    COOLDOWN = "Cooldown"
-    RATE_LIMITED = "RateLimited"
-    HPA_CONFLICT = "HPAConflict"
-    INVESTIGATE = "Investigate"
-    NO_DATA = "NoData"
-    BACKOFF = "Backoff"
 
 
 @dataclass(frozen=True)

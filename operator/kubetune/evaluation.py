@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterable, Mapping
 from kubetune.api.common import Mode, parse_duration, parse_quantity
 from kubetune.api.performancepolicy import Action, ActionRecord, PerformancePolicySpec, ScalingMethod
 from kubetune.analysis import BottleneckReason, ResourceSignal, find_bottleneck
-from kubetune.decisions import Change, Decision, evaluate_rules, PolicyInputs, Reason, container_policy, decide, recommend, rule_value_aggregate
+from kubetune.decisions import Change, Decision, evaluate_rules, PolicyInputs, container_policy, decide, recommend, rule_value_aggregate
 from kubetune.kube import Kube, KubeError
+from kubetune.reasons import Reason
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
 from kubetune.predictions import analyse

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from kubetune import constants
 from kubetune.api.common import Mode
 from kubetune.api.nodetuning import BlockDevice
-from kubetune.evaluation import PolicyRecord, conflicting
+from kubetune.records import PolicyRecord, conflicting
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics

@@ -6,7 +6,7 @@ import pytest
 
 from kubetune.admission import new_pod_containers
 from kubetune.api.performancepolicy import PerformancePolicySpec
-from kubetune.evaluation import PolicyRecord
+from kubetune.records import PolicyRecord
 from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ from kubetune.api.common import LabelSelector
 from kubetune.api.nodetuning import BlockDevice, NodeTuningSpec
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
 from kubetune.api.performancepolicy import PerformancePolicySpec, ProcessTuning
-from kubetune.evaluation import PolicyRecord
+from kubetune.records import PolicyRecord
 from kubetune.nodeplanner import NodeTuningRecord, NodeView, process_requests, resolve
 from kubetune.nodetuning import (
     NodeFacts,

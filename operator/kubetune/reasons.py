@@ -1,0 +1,64 @@
+"""Every condition type and reason the operator writes on a PerformancePolicy, in one place.
+
+A reason is a CamelCase word a user can grep for in `kubectl describe`, alerts and dashboards, so it
+is part of the API: the loop, the decisions and the tests name these members, never string literals.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ConditionType(str, Enum):
+    READY = "Ready"  # evaluated this generation, and why not when False
+    TARGET_FOUND = "TargetFound"
+    METRICS_AVAILABLE = "MetricsAvailable"  # every signal the rules use could be read
+    DEGRADED = "Degraded"  # the last action failed, was rolled back, or cannot reach its pods
+    ANOMALY_DETECTED = "AnomalyDetected"
+    INVESTIGATING = "Investigating"  # an Investigate rule holds; the message has the evidence
+    CONVERGING = "Converging"  # far from the recommendation and held back by the step size or rate limit
+
+
+class Reason(str, Enum):
+    # Ready / gates, first verdict wins.
+    EVALUATED = "Evaluated"
+    INVALID_SPEC = "InvalidSpec"
+    MODE_OFF = "ModeOff"
+    CONFLICT = "Conflict"
+    TARGET_NOT_FOUND = "TargetNotFound"
+    FOUND = "Found"
+    PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
+    NO_DATA = "NoData"
+    # MetricsAvailable.
+    AVAILABLE = "Available"
+    RULES_UNEVALUABLE = "RulesUnevaluable"
+    # Decisions.
+    NO_RULE_FIRED = "NoRuleFired"
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    OPTIMIZED = "Optimized"
+    NOT_A_RESOURCE_BOTTLENECK = "NotAResourceBottleneck"
+    AT_BOUND = "AtBound"
+    COOLDOWN = "Cooldown"
+    RATE_LIMITED = "RateLimited"
+    HPA_CONFLICT = "HPAConflict"
+    INVESTIGATE = "Investigate"
+    BACKOFF = "Backoff"
+    # The actuator and verification.
+    COMPLETED = "Completed"  # a recorded change finished on pods that did not have it yet
+    ROLLED_BACK = "RolledBack"
+    ROLLED_OUT = "RolledOut"  # an in-place resize the kubelet found infeasible, rolled out instead
+    RESIZE_INFEASIBLE = "ResizeInfeasible"
+    ACTION_FAILED = "ActionFailed"
+    AS_EXPECTED = "AsExpected"
+    # Analysis.
+    ANOMALOUS = "Anomalous"
+    NO_ANOMALY = "NoAnomaly"
+    NOTHING_TO_INVESTIGATE = "NothingToInvestigate"
+    FAR_FROM_RECOMMENDATION = "FarFromRecommendation"
+    NEAR_RECOMMENDATION = "NearRecommendation"
+
+
+# Decisions that are routine: a Normal Event, and only when the reason changes.
+ROUTINE = frozenset({Reason.NO_RULE_FIRED, Reason.MODE_OFF, Reason.SCALED_UP, Reason.SCALED_DOWN,
+                     Reason.OPTIMIZED, Reason.COOLDOWN, Reason.COMPLETED})
