@@ -44,6 +44,7 @@ class Reason(str, Enum):
     HPA_CONFLICT = "HPAConflict"
     INVESTIGATE = "Investigate"
     BACKOFF = "Backoff"
+    HELD_BY_HYSTERESIS = "HeldByHysteresis"  # a decrease would let the observed peak come close to the increase rule
     # The actuator and verification.
     COMPLETED = "Completed"  # a recorded change finished on pods that did not have it yet
     ROLLED_BACK = "RolledBack"

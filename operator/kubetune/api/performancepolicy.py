@@ -167,6 +167,11 @@ class Scaling(KubeModel):
     """The least time between two actions on this workload."""
     max_changes_per_hour: int = Field(default=4, ge=1, le=60)
     """The most actions on this workload in any hour."""
+    jump_to_recommendation: bool = False
+    """When a rule fires and the recommendation target is more than one step away in the rule's
+    direction, change the request straight to the target in one action (as the VPA does) instead of
+    `stepPercent` steps. Still bounded by minAllowed/maxAllowed, the largest node, cooldown and
+    maxChangesPerHour, and still verified and rolled back on regression."""
 
 
 # --- rules ------------------------------------------------------------------------------------------
