@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from kubetune import constants
 from kubetune.admission import new_pod_containers, socket_buffer_sysctls
 from kubetune.api.performancepolicy import PerformancePolicySpec
-from kubetune.evaluation import ClusterView, Evaluator, PolicyRecord, WorkloadRecord
+from kubetune.evaluation import Evaluator
+from kubetune.records import ClusterView, PolicyRecord, WorkloadRecord
 from kubetune.kube import Kube
 from kubetune.metrics import OperatorMetrics
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec

@@ -83,6 +83,7 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
                                  f"count_over_time({series}) >= {points}"))
     if plan.series_window:
         queries.append(PromQuery("series:cpu", f"({usage['cpu']})[{plan.series_window}:{step}]"))
+        queries.append(PromQuery("series:memory", f"({usage['memory']})[{plan.series_window}:{step}]"))
     for histogram in sorted(plan.histograms):
         queries.append(PromQuery(f"latency:{histogram}",
                                  f"sum by (namespace, pod, le) (rate({histogram}_bucket{{{ns}}}[{rate_window}]))",
@@ -106,16 +107,80 @@ def workload_series(expr: str, window: str, step: str) -> str:
     return f"({expr})[{window}:{step}]"
 
 
+def sustained(expr: str, aggregate: str, window: str, step: str) -> str:
+    """The minimum or maximum of a workload-level `expr` over `window`, only when samples cover most of
+    it: "p95 above 200 for 5m" must not hold on the first 10 s of a new workload's latency."""
+    points = max(1, int(0.8 * _seconds(window) / _seconds(step)))
+    series = workload_series(f"sum({expr})", window, step)
+    return f"{aggregate}_over_time({series}) and on () count_over_time({series}) >= {points}"
+
+
 def workload_pods(namespace: str, workload: str) -> str:
     """Matchers for a workload's pods by name: `<workload>-...` is how its controller names them."""
     return f'namespace="{namespace}",pod=~"{regex_literal(workload)}-.+"'
 
 
-def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable[str], rate_window: str) -> str:
-    """A user's PromQL template with $namespace, $workload, $pods (regex of pod names) and $rate."""
+def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable[str], rate_window: str,
+                 quantile: float | None = None) -> str:
+    """A user's PromQL template with $namespace, $workload, $pods (regex of pod names), $rate and,
+    for latency templates, $quantile."""
     pod_regex = "|".join(regex_literal(p) for p in sorted(pods)) or "^$"
-    return (template.replace("$namespace", namespace).replace("$workload", workload)
+    text = (template.replace("$namespace", namespace).replace("$workload", workload)
             .replace("$pods", pod_regex).replace("$rate", rate_window))
+    return text.replace("$quantile", f"{quantile:g}") if quantile is not None else text
+
+
+@dataclass(frozen=True)
+class WorkloadQueries:
+    """The per-workload PromQL: application metrics from the policy's templates, and the series that
+    verification compares and correlation explains. Each is one expression over the workload's pods,
+    in the units the rules use (seconds, ratios, cores, bytes) before scaling."""
+
+    namespace: str
+    workload: str
+    pods: tuple[str, ...]  # the running pods' names, for $pods
+    rate_window: str
+    latency_histogram: str | None = None
+    latency_template: str | None = None
+    error_rate_template: str | None = None
+    throughput_template: str | None = None
+
+    @property
+    def selector(self) -> str:
+        return workload_pods(self.namespace, self.workload)
+
+    def _template(self, template: str, quantile: float | None = None) -> str:
+        return policy_query(template, namespace=self.namespace, workload=self.workload, pods=self.pods,
+                            rate_window=self.rate_window, quantile=quantile)
+
+    def latency_seconds(self, percentile: int) -> str | None:
+        q = percentile / 100
+        if self.latency_histogram:
+            return (f"histogram_quantile({q:g}, sum by (le) (rate({self.latency_histogram}_bucket"
+                    f"{{{self.selector}}}[{self.rate_window}])))")
+        return self._template(self.latency_template, q) if self.latency_template else None
+
+    def error_ratio(self) -> str | None:
+        return self._template(self.error_rate_template) if self.error_rate_template else None
+
+    def throughput(self) -> str | None:
+        return self._template(self.throughput_template) if self.throughput_template else None
+
+    def cpu_cores_per_pod(self) -> str:
+        return (f"avg(sum by (pod) (rate(container_cpu_usage_seconds_total{{{self.selector},{CONTAINERS_ONLY}}}"
+                f"[{self.rate_window}])))")
+
+    def throttled_share(self) -> str:
+        containers = f"{self.selector},{CONTAINERS_ONLY}"
+        return (f"sum(rate(container_cpu_cfs_throttled_periods_total{{{containers}}}[{self.rate_window}])) / "
+                f"sum(rate(container_cpu_cfs_periods_total{{{containers}}}[{self.rate_window}]))")
+
+    def working_set_bytes(self) -> str:
+        return f"max(container_memory_working_set_bytes{{{self.selector},{CONTAINERS_ONLY}}})"
+
+    def major_faults(self) -> str:
+        return (f'sum(rate(container_memory_failures_total{{failure_type="pgmajfault",scope="container",'
+                f'{self.selector},{CONTAINERS_ONLY}}}[{self.rate_window}]))')
 
 
 def _seconds(duration: str) -> int:

@@ -54,8 +54,9 @@ def _per_container(samples: Samples, namespace: str, pods: list[str], container:
 
 def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[PodRecord],
                      resources: tuple[ContainerResources, ...], *, histogram: str | None = None,
-                     percentiles: Iterable[int] = (), error_rate_percent: float | None = None,
-                     throughput_rps: float | None = None) -> WorkloadSignals:
+                     percentiles: Iterable[int] = ()) -> WorkloadSignals:
+    """The cAdvisor families and histogram latency of one workload; application metrics from the
+    policy's own templates are added by the caller (gather.py)."""
     names = [p.name for p in pods if p.phase == "Running"]
     containers = []
     for res in resources:
@@ -78,12 +79,14 @@ def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[
             if found:
                 history[query] = sum(found) if query == "oom_kills" else max(found)
         throttling, faults = values("cpu_throttling"), values("major_faults")
-        series = [v for v in values("series:cpu") if isinstance(v, tuple) and v]
+        def series(query: str) -> tuple[float, ...]:
+            return _mean_right_aligned([v for v in values(query) if isinstance(v, tuple) and v])
+
         containers.append(ContainerSignals(
             name=res.name, requests=res.requests, limits=res.limits, usage=usage, sustained=sustained,
             throttling=fmean(throttling) if throttling else None,
             major_faults_per_second=max(faults) if faults else None, history=history,
-            cpu_series=_mean_right_aligned(series)))
+            cpu_series=series("series:cpu"), memory_series=series("series:memory")))
     latency = {}
     if histogram:
         buckets: dict[float, float] = {}
@@ -94,5 +97,4 @@ def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[
             seconds = histogram_quantile(p / 100, buckets)
             if seconds is not None:
                 latency[p] = seconds * 1000
-    return WorkloadSignals(containers=tuple(containers), latency_ms=latency, error_rate_percent=error_rate_percent,
-                           throughput_rps=throughput_rps)
+    return WorkloadSignals(containers=tuple(containers), latency_ms=latency)

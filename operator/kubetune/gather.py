@@ -1,0 +1,169 @@
+"""Gather: what the loop knows about one policy before deciding. From the indexes (pure), then from
+Prometheus: the cycle's batched answer joined in memory, plus the policy's own queries (application
+metric templates, sustained windows of workload-level rules, and — when needed — the series that
+verification compares and correlation explains). The Prometheus calls are synchronous; the loop runs
+them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Callable, Mapping
+
+from kubetune.analysis import BottleneckReason, ResourceSignal, find_bottleneck
+from kubetune.api.common import parse_duration
+from kubetune.api.performancepolicy import ActionRecord, Metric, PerformancePolicySpec, ScalingMethod
+from kubetune.decisions import LATENCY_PERCENTILE, WorkloadSignals, workload_sustained_keys
+from kubetune.gates import PolicyFacts
+from kubetune.prometheus import Prometheus, Samples
+from kubetune.promql import WorkloadQueries, sustained, workload_series
+from kubetune.records import ClusterView, PolicyRecord
+from kubetune.settings import OperatorSettings
+from kubetune.signals import current_resources, workload_signals
+from kubetune.verification import MetricKind, MetricWindows
+from kubetune.workloads import ContainerResources
+
+# The window of recent samples trend prediction, anomaly detection and correlation look at.
+ANALYSIS_WINDOW = "5m"
+# Which resource each correlated signal points at.
+RESOURCE_OF_SIGNAL = {ResourceSignal.CPU_THROTTLING: "cpu", ResourceSignal.MEMORY_PRESSURE: "memory",
+                      ResourceSignal.MAJOR_PAGE_FAULTS: "memory"}
+
+
+def cluster_facts(policy: PolicyRecord, view: ClusterView, conflict_with: PolicyRecord | None) -> PolicyFacts:
+    """The policy's target, pods and current resources from the indexes."""
+    target = policy.target
+    workload = view.workloads.get(target) if target else None
+    if workload is None:
+        return PolicyFacts(policy, conflict_with)
+    pods = tuple(view.pods.get(target, ()))
+    # A rollout's truth is the template (old pods linger while it rolls); in place, the pods'.
+    resources = (workload.template if policy.spec.scaling.method is ScalingMethod.ROLLOUT
+                 else current_resources(pods, workload.template))
+    return PolicyFacts(policy, conflict_with, workload, pods, resources)
+
+
+def workload_queries(policy: PolicyRecord, pods: list[str], rate_window: str) -> WorkloadQueries:
+    metrics = policy.spec.metrics
+    latency = metrics.latency if metrics else None
+    return WorkloadQueries(
+        policy.namespace, policy.spec.target_ref.name, tuple(pods), rate_window,
+        latency_histogram=latency.histogram if latency else None,
+        latency_template=latency.query if latency else None,
+        error_rate_template=metrics.error_rate.query if metrics and metrics.error_rate else None,
+        throughput_template=metrics.throughput.query if metrics and metrics.throughput else None)
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    """A workload-level metric: its PromQL and the factor to the unit rules use."""
+
+    expr: str
+    scale: float
+
+
+def metric_sources(spec: PerformancePolicySpec, q: WorkloadQueries) -> dict[Metric, MetricSource]:
+    sources: dict[Metric, MetricSource] = {}
+    latency = spec.metrics.latency if spec.metrics else None
+    for metric, percentile in LATENCY_PERCENTILE.items():
+        expr = q.latency_seconds(percentile) if latency and percentile in latency.percentiles else None
+        if expr:
+            sources[metric] = MetricSource(expr, 1000.0)
+    if (expr := q.error_ratio()) is not None:
+        sources[Metric.ERROR_RATE_PERCENT] = MetricSource(expr, 100.0)
+    if (expr := q.throughput()) is not None:
+        sources[Metric.THROUGHPUT_RPS] = MetricSource(expr, 1.0)
+    return sources
+
+
+class PolicyMetrics:
+    """The Prometheus half of gathering, for one policy."""
+
+    def __init__(self, prometheus: Prometheus, settings: OperatorSettings):
+        self.prometheus, self.settings = prometheus, settings
+
+    def signals(self, facts: PolicyFacts, results: Mapping[str, Samples], now: datetime) -> WorkloadSignals:
+        """The batched answer joined with the pods, completed with the policy's own queries."""
+        policy, spec = facts.policy, facts.policy.spec
+        latency = spec.metrics.latency if spec.metrics else None
+        signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
+                                   histogram=latency.histogram if latency else None,
+                                   percentiles=latency.percentiles if latency else ())
+        q = workload_queries(policy, [p.name for p in facts.running], self.settings.rate_window)
+        sources = metric_sources(spec, q)
+        scalar = self.prometheus.scalar
+
+        def value(metric: Metric) -> float | None:
+            source = sources.get(metric)
+            found = scalar(source.expr) if source else None
+            return None if found is None else found * source.scale
+
+        latency_ms = dict(signals.latency_ms)
+        if latency and latency.query:  # a template: one query per percentile (histograms came batched)
+            latency_ms = {p: v for m, p in LATENCY_PERCENTILE.items() if (v := value(m)) is not None}
+        held = {}
+        for metric, aggregate, window in workload_sustained_keys(spec):
+            source = sources.get(metric)
+            if source:
+                found = scalar(sustained(source.expr, aggregate, window, self.settings.query_step))
+                if found is not None:
+                    held[(metric, aggregate, window)] = found * source.scale
+        series = {}
+        if spec.anomaly_detection.enabled:
+            for field_name, metric in (("latency_series", Metric.LATENCY_P95_MS),
+                                       ("error_rate_series", Metric.ERROR_RATE_PERCENT)):
+                if metric in sources:
+                    series[field_name] = tuple(v * sources[metric].scale for _, v in self._series(
+                        sources[metric].expr, ANALYSIS_WINDOW, now.timestamp()))
+        return replace(signals, latency_ms=latency_ms, error_rate_percent=value(Metric.ERROR_RATE_PERCENT),
+                       throughput_rps=value(Metric.THROUGHPUT_RPS), sustained=held, **series)
+
+    def _series(self, expr: str, window: str, at: float) -> tuple[tuple[float, float], ...]:
+        return self.prometheus.series(workload_series(expr, window, self.settings.query_step), at)
+
+    def verification_windows(self, facts: PolicyFacts, action: ActionRecord,
+                             before: tuple[ContainerResources, ...]) -> list[MetricWindows]:
+        """CPU utilisation, p95 latency and error rate in the window before the action and after it."""
+        policy, spec = facts.policy, facts.policy.spec
+        window = parse_duration(spec.verification.window)
+        acted = action.time.timestamp()
+        span = f"{int(2 * window.total_seconds())}s"
+        q = workload_queries(policy, [p.name for p in facts.running], self.settings.rate_window)
+        cpu_before = sum(c.requests.get("cpu", 0.0) for c in before)
+        cpu_after = sum(c.requests.get("cpu", 0.0) for c in facts.resources)
+        queries: list[tuple[str, MetricKind, str, Callable[[float, bool], float]]] = []
+        if cpu_before and cpu_after:
+            queries.append(("cpuUtilization", MetricKind.UTILIZATION, q.cpu_cores_per_pod(),
+                            lambda v, after: 100 * v / (cpu_after if after else cpu_before)))
+        latency = q.latency_seconds(95) if spec.metrics and spec.metrics.latency else None
+        if latency:
+            queries.append(("latencyP95Ms", MetricKind.LATENCY, latency, lambda v, after: 1000 * v))
+        if (errors := q.error_ratio()) is not None:
+            queries.append(("errorRatePercent", MetricKind.ERROR_RATE, errors, lambda v, after: 100 * v))
+        windows = []
+        for name, kind, expr, scale in queries:
+            samples = self._series(expr, span, acted + window.total_seconds())
+            windows.append(MetricWindows(name, kind, [scale(v, False) for t, v in samples if t < acted],
+                                         [scale(v, True) for t, v in samples if t >= acted]))
+        return windows
+
+    def bottleneck(self, facts: PolicyFacts, now: datetime) -> tuple[str | None, str] | None:
+        """Which resource's recent series moves with p95 latency: ("cpu" | "memory" | None, why);
+        None when there are too few samples to tell (the decision then uses its thresholds)."""
+        q = workload_queries(facts.policy, [p.name for p in facts.running], self.settings.rate_window)
+        latency_expr = q.latency_seconds(95)
+        if latency_expr is None:
+            return None
+        at = now.timestamp()
+        latency = dict(self._series(latency_expr, ANALYSIS_WINDOW, at))
+        candidates = {signal: dict(self._series(expr, ANALYSIS_WINDOW, at)) for signal, expr in (
+            (ResourceSignal.CPU_THROTTLING, q.throttled_share()),
+            (ResourceSignal.MEMORY_PRESSURE, q.working_set_bytes()),
+            (ResourceSignal.MAJOR_PAGE_FAULTS, q.major_faults()))}
+        times = sorted(latency)
+        result = find_bottleneck([latency[t] for t in times],
+                                 {name: [values.get(t, float("nan")) for t in times] for name, values in candidates.items()})
+        if result.reason is BottleneckReason.INSUFFICIENT_DATA:
+            return None
+        return (RESOURCE_OF_SIGNAL.get(result.resource) if result.resource else None), result.message
