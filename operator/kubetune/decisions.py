@@ -338,28 +338,23 @@ def _step(c: ContainerSignals, policy: ContainerPolicy, resource: str, up: bool,
     if up:
         stepped = current * (1 + step)
         jumped = jump_to is not None and jump_to > stepped
-        new = min(jump_to if jumped else stepped, high)  # type: ignore[type-var]
+        new = _quantize(resource, min(jump_to if jumped else stepped, high), high)  # type: ignore[type-var]
         if new <= current:
             why = f"{c.name} {resource} is already at its ceiling {format_quantity(resource, high)}"
             evidence.append(why)
             return Step(hold=Hold.BOUND, why=why)
-        new = _quantize(resource, new, high)
     else:
         floor = floor or DecreaseFloor(low, Hold.BOUND, f"{c.name} {resource} is at its minAllowed "
                                                         f"{format_quantity(resource, low)}")
         stepped = current * (1 - step)
         jumped = jump_to is not None and jump_to < stepped
-        new = max(jump_to if jumped else stepped, floor.value)  # type: ignore[type-var]
+        # Rounded up to what will be written: never below the floor.
+        new = _quantize(resource, max(jump_to if jumped else stepped, floor.value))  # type: ignore[type-var]
         if new >= current:
             evidence.append(floor.why)
             return Step(hold=floor.hold, why=floor.why)
         if floor.value > stepped and floor.hold is Hold.HYSTERESIS:
             evidence.append(floor.why)  # a shorter step than asked: say why
-        new = _quantize(resource, new)  # rounded up: never below the floor
-    if new == current:
-        why = f"{c.name} {resource}: the step rounds to the current {format_quantity(resource, current)}"
-        evidence.append(why)
-        return Step(hold=Hold.BOUND, why=why)
     changes = [Change(c.name, resource, "requests", current, new)]
     limit = c.limits.get(resource)
     if limit and policy.controlled_values is ControlledValues.REQUESTS_AND_LIMITS:

@@ -277,3 +277,127 @@ def test_workload_sustained_keys_are_what_the_rules_need():
                          {"name": "errors", "metric": "errorRatePercent", "above": 1, "action": "Investigate"}])
     assert workload_sustained_keys(policy) == {(Metric.LATENCY_P95_MS, "min", "5m"),
                                                (Metric.THROUGHPUT_RPS, "max", "10m")}
+
+
+# --- defect 10: a step down never sets up the next step up --------------------------------------------
+
+
+def _replay(policy, load, request, history, minutes, interval_s=30, series_minutes=0):
+    """Evaluate `decide` every `interval_s` over `minutes`, applying each applied change to the request
+    (usage follows `load(t)` in cores, t in seconds; sustained windows from 5 s samples, and with
+    `series_minutes` a cpu_series of 15 s steps). Returns the (time, request, decision) of every cycle."""
+    windows = {(r.sustained_for, "min" if r.above is not None else "max") for r in policy.rules if r.sustained_for}
+    seconds = {"30s": 30, "1m": 60, "5m": 300, "15m": 900}
+    past, trace = [], []
+    for t in range(0, minutes * 60 + 1, interval_s):
+        sustained = {}
+        for window, agg in windows:
+            samples = [load(s) for s in range(t - seconds[window], t + 1, 5)]
+            sustained[("cpu", agg, window)] = min(samples) if agg == "min" else max(samples)
+        series = tuple(load(s) for s in range(t - series_minutes * 60, t + 1, 15)) if series_minutes else ()
+        c = ContainerSignals("app", {"cpu": request}, {}, usage={"cpu": load(t)}, sustained=sustained, history=history,
+                             cpu_series=series)
+        now = NOW + timedelta(seconds=t)
+        decision = decide(PolicyInputs(spec=policy, signals=WorkloadSignals(containers=(c,)), now=now,
+                                       past_actions=tuple(past)))
+        if decision.apply:
+            new = next(ch.new for ch in decision.changes if ch.value == "requests")
+            past.insert(0, ActionRecord(time=now, action=decision.action, rule=decision.rule, applied=True,
+                                        changes=[{"container": "app", "resource": "cpu", "from": f"{request * 1000:.0f}m",
+                                                  "to": f"{new * 1000:.0f}m"}]))
+            request = new
+        trace.append((t, request, decision))
+    return trace
+
+
+FLAPPING_POLICY = spec(
+    rules=[{"name": "up", "metric": "cpuUtilization", "above": 80, "for": "30s", "action": "IncreaseResources"},
+           {"name": "down", "metric": "cpuUtilization", "below": 20, "for": "1m", "action": "DecreaseResources"}],
+    scaling={"stepPercent": 20, "cooldown": "1m", "maxChangesPerHour": 6},
+    containers=[{"name": "*", "controlledResources": ["cpu"], "minAllowed": {"cpu": "50m"}, "maxAllowed": {"cpu": "4"}}])
+
+
+@pytest.mark.parametrize("history,series_minutes", [
+    ({"cpu_p50": 0.08, "cpu_p90": 0.45, "cpu_peak": 0.45}, 0),  # recommendation p90 x 1.15 = 518m
+    ({}, 5),  # no recommendation window yet: the peak comes from the recent (5-minute) series
+], ids=["recommendation-window-peak", "recent-series-peak"])
+def test_alternating_load_does_not_flap(history, series_minutes):
+    """The issue-11 scenario: 0.45 and 0.08 cores alternating every 2 minutes on a 500m request. It
+    used to run 500→600→518→622→518… (each decrease stopping at the recommendation, where the 0.45-core
+    peak is 87 %, above the 80 % rule)."""
+    peak = 0.45
+    trace = _replay(FLAPPING_POLICY, lambda t: peak if (t // 120) % 2 == 0 else 0.08, 0.5, history, minutes=60,
+                    series_minutes=series_minutes)
+    requests = [0.5] + [r for (_, r, d) in trace if d.apply]
+    directions = [b > a for a, b in zip(requests, requests[1:])]
+    assert not any(requests[i] == requests[i + 2] for i in range(len(requests) - 2)), requests
+    assert not any(up and not later for up, later in zip(directions, directions[1:])), f"a decrease undid an increase: {requests}"
+    first_change = next(t for (t, _, d) in trace if d.apply)
+    overloaded = [(t, r) for (t, r, _) in trace if t > first_change and peak / r > 0.80]
+    assert not overloaded, f"sat where its peak is above the 80 % rule: {overloaded[:3]}"
+    held = [d for (_, _, d) in trace if d.reason is Reason.HELD_BY_HYSTERESIS]
+    assert held and "peak 450m" in held[0].message and "up (above 80%)" in held[0].message
+
+
+def test_a_decrease_stops_where_the_peak_stays_under_the_increase_rule():
+    # Peak 0.6 cores over the recommendation window, 80 % up rule: nothing below 0.6 / 0.72 = 834m.
+    c = container(cpu_util_max15=10, limit=0, history={"cpu_p50": 0.05, "cpu_p90": 0.1, "cpu_peak": 0.6})
+    decision = run(policy=spec(scaling={"stepPercent": 50}), c=c)
+    assert changes_of(decision) == {("app", "cpu", "requests"): (1.0, 0.834)}
+    assert any("(hysteresis)" in e for e in decision.evidence)
+    held = run(policy=spec(scaling={"stepPercent": 50}), c=replace(c, requests={**c.requests, "cpu": 0.834}))
+    assert held.reason is Reason.HELD_BY_HYSTERESIS and not held.changes and not held.apply
+
+
+# --- defect 11: far from the recommendation ----------------------------------------------------------
+
+FAR = {"cpu_p50": 0.95, "cpu_p90": 1.0008, "cpu_peak": 1.05}  # target p90 x 1.15 = 1151m
+HIGH_LOAD_1M = {"name": "high-load", "metric": "cpuUtilization", "above": 80, "for": "1m", "action": "IncreaseResources"}
+
+
+def test_jump_to_recommendation_goes_straight_to_the_target():
+    policy = spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20, "jumpToRecommendation": True})
+    c = replace(container(limit=0, request=0.2, history=FAR), sustained={("cpu", "min", "1m"): 1.0})
+    decision = run(policy=policy, c=c)
+    assert decision.reason is Reason.SCALED_UP and decision.apply
+    assert changes_of(decision) == {("app", "cpu", "requests"): (0.2, 1.151)}
+    assert decision.recommendation_gap == ()
+
+
+def test_jump_to_recommendation_respects_maxAllowed_and_the_rule_direction():
+    policy = spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20, "jumpToRecommendation": True},
+                  containers=[{"name": "*", "maxAllowed": {"cpu": "800m"}}])
+    c = replace(container(limit=0, request=0.2, history=FAR), sustained={("cpu", "min", "1m"): 1.0})
+    assert changes_of(run(policy=policy, c=c)) == {("app", "cpu", "requests"): (0.2, 0.8)}
+    # The recommendation is below the request: an increase rule still steps up, by one step only.
+    low = replace(c, requests={"cpu": 0.2}, history={"cpu_p50": 0.05, "cpu_p90": 0.1, "cpu_peak": 0.2})
+    assert changes_of(run(policy=spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20, "jumpToRecommendation": True}),
+                          c=low)) == {("app", "cpu", "requests"): (0.2, 0.24)}
+
+
+def test_a_workload_far_below_its_recommendation_says_so_when_rate_limited():
+    """The issue-11 scenario: 1 core used on 200m, 20 % steps a minute, 4 changes an hour."""
+    policy = spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20, "cooldown": "1m", "maxChangesPerHour": 4})
+    trace = _replay(policy, lambda t: 1.0, 0.2, FAR, minutes=30, interval_s=60)
+    limited = [d for (_, _, d) in trace if d.reason is Reason.RATE_LIMITED]
+    assert limited, [d.reason for (_, _, d) in trace]
+    assert limited[0].recommendation_gap == (
+        "app cpu request 416m is 64% below the recommendation 1151m; maxChangesPerHour 4 reached",)
+    stepping = [d for (_, _, d) in trace if d.apply]
+    assert stepping[0].recommendation_gap == (
+        "app cpu request 200m is 83% below the recommendation 1151m; one step is at most stepPercent 20%",)
+
+
+def test_jump_to_recommendation_reaches_it_within_the_rate_limit():
+    policy = spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20, "cooldown": "1m", "maxChangesPerHour": 4,
+                                                 "jumpToRecommendation": True})
+    trace = _replay(policy, lambda t: 1.0, 0.2, FAR, minutes=30, interval_s=60)
+    requests = [r for (_, r, d) in trace if d.apply]
+    assert requests[0] == pytest.approx(1.151)
+    assert len(requests) <= 2 and 1.0 / requests[-1] < 0.8, requests  # then at most one step to below 80 %
+
+
+def test_no_gap_is_reported_within_one_step_of_the_recommendation():
+    c = replace(container(limit=0, request=1.0, history=FAR), sustained={("cpu", "min", "1m"): 1.0})
+    decision = run(policy=spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20}), c=c)
+    assert decision.reason is Reason.SCALED_UP and decision.recommendation_gap == ()
