@@ -48,3 +48,52 @@ def test_a_sudden_spike_is_an_anomaly():
     series[-1] = 0.95
     insights = analyse(spec(), signals(series), step_seconds=15)
     assert len(insights.anomalies) == 1 and "app cpuUtilization" in insights.anomalies[0]
+
+
+# --- defect 8: every signal, not only CPU ------------------------------------------------------------
+
+MI = 2**20
+
+
+def _steady(level: float, jitter: float, n: int = 60, seed: int = 3) -> np.ndarray:
+    return level + jitter * np.random.default_rng(seed).standard_normal(n)
+
+
+def _with_last(series: np.ndarray, last: float) -> tuple[float, ...]:
+    return (*series[:-1], last)
+
+
+def _memory(series, request: float | None) -> WorkloadSignals:
+    requests = {"cpu": 1.0, **({"memory": request} if request else {})}
+    return WorkloadSignals(containers=(ContainerSignals("app", requests, {}, memory_series=tuple(series)),))
+
+
+@pytest.mark.parametrize("signals,named", [
+    # 300 MiB of a 512 MiB request, then 480 MiB: +35 points of the request.
+    (lambda: _memory(_with_last(_steady(300 * MI, 2 * MI), 480 * MI), 512 * MI), "app memoryUtilization"),
+    # No memory request: judged in MiB.
+    (lambda: _memory(_with_last(_steady(300 * MI, 2 * MI), 480 * MI), None), "app memoryWorkingSetMiB"),
+    (lambda: WorkloadSignals(containers=(), latency_series=_with_last(_steady(100, 3), 400)), "latencyP95Ms"),
+    (lambda: WorkloadSignals(containers=(), error_rate_series=_with_last(_steady(0.1, 0.02), 5.0)), "errorRatePercent"),
+], ids=["memory-percent-of-request", "memory-mib-without-request", "latency", "error-rate"])
+def test_each_signal_is_checked_for_anomalies_and_named(signals, named):
+    # `signals` builds the inputs when the test runs, so a missing field fails this test alone.
+    insights = analyse(spec(), signals(), step_seconds=15)
+    assert len(insights.anomalies) == 1, insights.anomalies
+    assert insights.anomalies[0].startswith(named + " ")
+
+
+@pytest.mark.parametrize("signals", [
+    # Each newest sample is many robust deviations out, but by less than the signal's minimum deviation.
+    lambda: _memory(_with_last(_steady(300 * MI, 0.2 * MI), 340 * MI), 512 * MI),  # +8 points of the request
+    lambda: _memory(_with_last(_steady(300 * MI, 0.2 * MI), 350 * MI), None),  # +50 MiB
+    lambda: WorkloadSignals(containers=(), latency_series=_with_last(_steady(100, 0.5), 115)),  # +15 ms
+    lambda: WorkloadSignals(containers=(), error_rate_series=_with_last(_steady(0.1, 0.01), 0.4)),  # +0.3 points
+], ids=["memory-8-points", "memory-50-mib", "latency-15-ms", "error-rate-0.3-points"])
+def test_small_departures_are_not_anomalies(signals):
+    assert analyse(spec(), signals(), step_seconds=15).anomalies == ()
+
+
+def test_anomaly_detection_switched_off_checks_no_signal():
+    signals = WorkloadSignals(containers=(), latency_series=_with_last(_steady(100, 3), 400))
+    assert analyse(spec(anomalyDetection={"enabled": False}), signals, step_seconds=15).anomalies == ()
