@@ -190,7 +190,7 @@ class ProcessTuner:
     def _apply(self, target: ProcessTarget, threads: list[tuple[int, int]], dry_run: bool) -> ProcessResult:
         wanted = target.settings()
         journal = self.journal.entries(SECTION)
-        pending: dict[str, tuple[psutil.Process, dict]] = {}
+        pending: dict[str, tuple[psutil.Process, dict, dict]] = {}
         for pid, tid in threads:
             entry = journal.get(str(tid))
             try:
@@ -204,19 +204,22 @@ class ProcessTuner:
             if entry is None or entry["startTime"] != start:
                 entry = {"pid": pid, "startTime": start, "podUid": normalise_uid(target.pod_uid),
                          "original": current}
-            if _differs(current, wanted):
-                pending[str(tid)] = (thread, {**entry, "written": wanted})
+            # A setting the plan no longer names (e.g. a priority raise that ended) gets its original back.
+            effective = {**wanted, **{k: entry["original"].get(k) for k, v in (entry.get("written") or {}).items()
+                                      if v is not None and wanted.get(k) is None}}
+            if _differs(current, effective):
+                pending[str(tid)] = (thread, {**entry, "written": wanted}, effective)
         summary = ", ".join(f"{k}={v}" for k, v in wanted.items() if v is not None)
         if dry_run:
             return ProcessResult(target.name, target.pod_uid, target.container_id, TuningState.PLANNED,
                                  len(pending), f"would set {summary} on {len(pending)} of "
                                  f"{len(threads)} threads")
         if pending:
-            self.journal.update(SECTION, {tid: entry for tid, (_, entry) in pending.items()})
+            self.journal.update(SECTION, {tid: entry for tid, (_, entry, _) in pending.items()})
         failures = []
-        for tid, (thread, _) in pending.items():
+        for tid, (thread, _, effective) in pending.items():
             try:
-                write_thread_settings(thread, wanted)
+                write_thread_settings(thread, effective)
             except (psutil.Error, OSError, ValueError) as error:
                 failures.append(f"thread {tid}: {error}")
         if pending:

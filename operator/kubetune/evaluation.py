@@ -465,8 +465,9 @@ class Evaluator:
                    gap or "within one step of the recommendation")
         recommendations = {c.name: recommend(c, container_policy(spec, c.name), view.node_capacity)
                            for c in signals.containers}
+        high_load = any(h.rule.action is Action.INCREASE_RESOURCES for h in evaluate_rules(spec, signals)[0])
         report.status = report.status.model_copy(update={
-            "signals": signals_status(signals, now, trend=insights.trend, anomaly=bool(anomalies)),
+            "signals": signals_status(signals, now, trend=insights.trend, anomaly=bool(anomalies), high_load=high_load),
             "containers": containers_status(signals, facts.resources, recommendations)})
 
     @staticmethod
@@ -511,10 +512,11 @@ class Evaluator:
                                     e.reason.value, e.message)
 
     def _status_changed(self, key: tuple[str, str], payload: Mapping[str, Any]) -> bool:
-        """Whether a status write is worth its API call: anything but the live figures (signals,
-        utilisation) changed, or the figures are older than STATUS_REFRESH. At 1,000 policies, writing
+        """Whether a status write is worth its API call: anything but the live figures (signals but
+        highLoad, utilisation) changed, or the figures are older than STATUS_REFRESH. At 1,000 policies, writing
         every evaluation cost 1,000 patches (and as many watch events) per cycle."""
-        stable = json.dumps({**payload, "signals": None, "containers": [
+        # highLoad is not a live figure: the node planner raises process priority on it.
+        stable = json.dumps({**payload, "signals": (payload.get("signals") or {}).get("highLoad"), "containers": [
             {k: v for k, v in c.items() if k != "utilization"} for c in payload.get("containers") or []]},
             sort_keys=True, default=str)
         clock = time.monotonic()

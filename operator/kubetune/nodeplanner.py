@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from kubetune import constants
 from kubetune.api.common import Mode
 from kubetune.api.nodetuning import BlockDevice
+from kubetune.api.performancepolicy import ProcessTuning
 from kubetune.records import PolicyRecord, conflicting
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
@@ -89,13 +90,26 @@ class NodeView:
     node_tunings: Mapping[str, NodeTuningRecord]
 
 
+# Under high load (an IncreaseResources rule holds) a policy with processTuning gets this much
+# higher priority than it asks for, still clamped to the node's minNice; back when the load falls.
+HIGH_LOAD_NICE_BOOST = 5
+
+
+def process_tuning(policy: PolicyRecord) -> ProcessTuning:
+    """The policy's process tuning, with the priority raise while its workload is under high load."""
+    tuning = policy.spec.process_tuning
+    signals = policy.status.signals
+    if signals is None or not signals.high_load:
+        return tuning
+    return tuning.model_copy(update={"nice": max((tuning.nice or 0) - HIGH_LOAD_NICE_BOOST, -20)})
+
+
 def process_requests(policies: Iterable[PolicyRecord], pods: Mapping[WorkloadRef, Iterable[PodRecord]]
                      ) -> list[ProcessRequest]:
     """The process tuning of Auto PerformancePolicies (a policy that lost a target conflict asks nothing)."""
     policies = list(policies)
     losers = conflicting(policies)
-    return [ProcessRequest(f"PerformancePolicy/{p.namespace}/{p.name}", p.spec.process_tuning,
-                           tuple(pods.get(p.target, ())))
+    return [ProcessRequest(f"PerformancePolicy/{p.namespace}/{p.name}", process_tuning(p), tuple(pods.get(p.target, ())))
             for p in policies
             if p.spec and p.spec.mode is Mode.AUTO and p.spec.process_tuning and (p.namespace, p.name) not in losers]
 

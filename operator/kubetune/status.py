@@ -72,7 +72,7 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 
 def signals_status(signals: WorkloadSignals, now: datetime, *, trend: str | None = None,
-                   anomaly: bool | None = None) -> Signals:
+                   anomaly: bool | None = None, high_load: bool | None = None) -> Signals:
     cpu = [100 * c.usage["cpu"] / c.requests["cpu"] for c in signals.containers
            if c.usage.get("cpu") is not None and c.requests.get("cpu")]
     memory = [100 * c.usage["memory"] / c.requests["memory"] for c in signals.containers
@@ -83,7 +83,7 @@ def signals_status(signals: WorkloadSignals, now: datetime, *, trend: str | None
         **{f"latencyP{p}Ms": _round(v) for p, v in signals.latency_ms.items() if p in (50, 90, 95, 99)},
         "errorRatePercent": _round(signals.error_rate_percent, 2),
         "throughputRps": _round(signals.throughput_rps),
-        "trend": trend, "anomaly": anomaly, "sampledAt": now,
+        "trend": trend, "anomaly": anomaly, "highLoad": high_load, "sampledAt": now,
     })
 
 

@@ -110,3 +110,20 @@ def test_dry_run_and_pod_level_target(host, journal, container):
     assert [s["nice"] for s in thread_settings(process)] == [-3] * 4
     ProcessTuner(host, journal).reconcile([])
     assert thread_settings(process) == original
+
+
+@pytest.mark.parametrize("container", ["cgroupfs"], indirect=True)
+def test_a_setting_that_leaves_the_plan_gets_its_original_back(host, journal, container):
+    """A priority raise under high load ends: the plan keeps the target (ioClass) but names no nice."""
+    pod_uid, container_id, start = container
+    process = start()
+    original = thread_settings(process)
+    tuner = ProcessTuner(host, journal)
+    raised = ProcessTarget(pod_uid, f"containerd://{container_id}", nice=-5, io_class="best-effort", io_priority=4)
+    tuner.reconcile([raised])
+    assert [s["nice"] for s in thread_settings(process)] == [-5] * 4
+    tuner.reconcile([ProcessTarget(pod_uid, f"containerd://{container_id}", io_class="best-effort", io_priority=4)])
+    assert [s["nice"] for s in thread_settings(process)] == [o["nice"] for o in original]
+    assert [s["ioPriority"] for s in thread_settings(process)] == [4] * 4
+    tuner.reconcile([])
+    assert thread_settings(process) == original

@@ -293,6 +293,23 @@ def test_only_auto_performance_policies_that_own_their_target_ask_for_process_tu
     assert [r.policy for r in requests] == ["PerformancePolicy/shop/checkout"]
 
 
+@pytest.mark.parametrize("asked,high_load,node_min,expected", [
+    (None, False, -10, None),  # no raise asked, none under normal load
+    (None, True, -10, -5),  # high load: 5 higher than the default 0
+    (-3, True, -10, -8),
+    (-8, True, -10, -10),  # clamped to the node's minNice
+    (-3, False, -10, -3),  # load fell: back to what the policy asks
+])
+def test_high_load_raises_priority_within_min_nice(asked, high_load, node_min, expected):
+    policy = pp("checkout", nice=asked, ioClass="BestEffort")
+    policy = PolicyRecord(policy.namespace, policy.name, policy.uid, 1, policy.created, policy.spec, None,
+                          {"signals": {"highLoad": high_load}})
+    requests = process_requests([policy], {WorkloadRef("shop", "Deployment", "checkout"): [pod("a", "n0")]})
+    resolution = run([ntp("base", processTuning={"minNice": node_min})], requests)
+    (entry,) = processes(resolution.specs["n0"]).values()
+    assert entry.get("nice") == expected
+
+
 def test_planner_view_resolution_uses_reported_devices():
     view = NodeView(nodes=NODES, node_policies=[ntp("io", io={"devices": [{"deviceClass": "HDD", "scheduler": "bfq"}]})],
                     performance_policies=[], pods={},

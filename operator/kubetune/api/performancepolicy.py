@@ -480,6 +480,9 @@ class Signals(KubeModel):
     """Where CPU utilisation is heading over the prediction horizon."""
     anomaly: bool | None = None
     """Whether any signal is anomalous now."""
+    high_load: bool | None = None
+    """Whether an IncreaseResources rule holds now. With `processTuning` set, the node agent raises the
+    target's process priority (nice 5 lower, within the node's `minNice`) while it does."""
     sampled_at: datetime | None = None
     """When the signals were read."""
 
