@@ -22,7 +22,7 @@ from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
 from kubetune.signals import current_resources, workload_signals
 from kubetune.verification import MetricKind, MetricWindows
-from kubetune.workloads import ContainerResources
+from kubetune.workloads import ContainerResources, PodRecord
 
 # The window of recent samples trend prediction, anomaly detection and correlation look at.
 ANALYSIS_WINDOW = "5m"
@@ -44,11 +44,12 @@ def cluster_facts(policy: PolicyRecord, view: ClusterView, conflict_with: Policy
     return PolicyFacts(policy, conflict_with, workload, pods, resources)
 
 
-def workload_queries(policy: PolicyRecord, pods: list[str], rate_window: str) -> WorkloadQueries:
+def workload_queries(policy: PolicyRecord, pods: list[PodRecord], rate_window: str) -> WorkloadQueries:
     metrics = policy.spec.metrics
     latency = metrics.latency if metrics else None
     return WorkloadQueries(
-        policy.namespace, policy.spec.target_ref.name, tuple(pods), rate_window,
+        policy.namespace, policy.spec.target_ref.name, tuple(p.name for p in pods), rate_window,
+        nodes=tuple(sorted({p.node for p in pods if p.node})),
         latency_histogram=latency.histogram if latency else None,
         latency_template=latency.query if latency else None,
         error_rate_template=metrics.error_rate.query if metrics and metrics.error_rate else None,
@@ -90,7 +91,7 @@ class PolicyMetrics:
         signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
                                    histogram=latency.histogram if latency else None,
                                    percentiles=latency.percentiles if latency else ())
-        q = workload_queries(policy, [p.name for p in facts.running], self.settings.rate_window)
+        q = workload_queries(policy, facts.running, self.settings.rate_window)
         sources = metric_sources(spec, q)
         scalar = self.prometheus.scalar
 
@@ -129,7 +130,7 @@ class PolicyMetrics:
         window = parse_duration(spec.verification.window)
         acted = action.time.timestamp()
         span = f"{int(2 * window.total_seconds())}s"
-        q = workload_queries(policy, [p.name for p in facts.running], self.settings.rate_window)
+        q = workload_queries(policy, facts.running, self.settings.rate_window)
         cpu_before = sum(c.requests.get("cpu", 0.0) for c in before)
         cpu_after = sum(c.requests.get("cpu", 0.0) for c in facts.resources)
         queries: list[tuple[str, MetricKind, str, Callable[[float, bool], float]]] = []
@@ -151,16 +152,18 @@ class PolicyMetrics:
     def bottleneck(self, facts: PolicyFacts, now: datetime) -> tuple[str | None, str] | None:
         """Which resource's recent series moves with p95 latency: ("cpu" | "memory" | None, why);
         None when there are too few samples to tell (the decision then uses its thresholds)."""
-        q = workload_queries(facts.policy, [p.name for p in facts.running], self.settings.rate_window)
+        q = workload_queries(facts.policy, facts.running, self.settings.rate_window)
         latency_expr = q.latency_seconds(95)
         if latency_expr is None:
             return None
         at = now.timestamp()
         latency = dict(self._series(latency_expr, ANALYSIS_WINDOW, at))
+        # The node's disk is a candidate too: when it explains latency, no container resource does.
         candidates = {signal: dict(self._series(expr, ANALYSIS_WINDOW, at)) for signal, expr in (
             (ResourceSignal.CPU_THROTTLING, q.throttled_share()),
             (ResourceSignal.MEMORY_PRESSURE, q.working_set_bytes()),
-            (ResourceSignal.MAJOR_PAGE_FAULTS, q.major_faults()))}
+            (ResourceSignal.MAJOR_PAGE_FAULTS, q.major_faults()),
+            (ResourceSignal.NODE_DISK_LATENCY, q.node_disk_latency())) if expr}
         times = sorted(latency)
         result = find_bottleneck([latency[t] for t in times],
                                  {name: [values.get(t, float("nan")) for t in times] for name, values in candidates.items()})

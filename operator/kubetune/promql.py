@@ -140,6 +140,7 @@ class WorkloadQueries:
     workload: str
     pods: tuple[str, ...]  # the running pods' names, for $pods
     rate_window: str
+    nodes: tuple[str, ...] = ()  # the nodes running them, for the node agent's disk series
     latency_histogram: str | None = None
     latency_template: str | None = None
     error_rate_template: str | None = None
@@ -177,6 +178,19 @@ class WorkloadQueries:
 
     def working_set_bytes(self) -> str:
         return f"max(container_memory_working_set_bytes{{{self.selector},{CONTAINERS_ONLY}}})"
+
+    def node_disk_latency(self) -> str | None:
+        """The slowest of the workload's nodes' average I/O latency in seconds, from the node agent's
+        counters (the chart's monitors label them with `node`)."""
+        if not self.nodes:
+            return None
+        node = f'node=~"{"|".join(regex_literal(n) for n in sorted(self.nodes))}"'
+
+        def rate(name: str) -> str:
+            return f"rate(kubetune_node_disk_{name}_total{{{node}}}[{self.rate_window}])"
+
+        return (f"max(sum by (node) ({rate('read_time_seconds')} + {rate('write_time_seconds')}) / "
+                f"sum by (node) ({rate('reads_completed')} + {rate('writes_completed')}))")
 
     def major_faults(self) -> str:
         return (f'sum(rate(container_memory_failures_total{{failure_type="pgmajfault",scope="container",'

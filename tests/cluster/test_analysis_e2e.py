@@ -51,7 +51,7 @@ def test_a_change_that_makes_latency_worse_is_rolled_back(cluster, crds, namespa
     # for its backoff instead of flapping.
     def ready_reason():
         return next(c for c in get(cluster, "performancepolicy", namespace, "api")["status"]["conditions"]
-                    if c["type"] == "Ready")["reason"] == "Backoff"
+                    if c["type"] == "Ready")["message"].startswith("Backoff")
 
     wait_for("the high-load rule to be held back by the backoff", ready_reason, timeout=90)
     assert template_cpu(cluster, namespace) == "500m"

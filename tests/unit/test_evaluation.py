@@ -362,3 +362,33 @@ async def test_memory_anomaly_is_detected_too():
     c = cond(kube, ConditionType.ANOMALY_DETECTED)
     assert c.status.value == "True" and "memory" in c.message
 
+
+
+# --- correlation: the node's disk is a candidate -------------------------------------------------------------
+
+
+async def test_latency_that_moves_with_node_disk_latency_is_not_a_resource_bottleneck():
+    body = spec(metrics={"latency": {"histogram": "http_request_duration_seconds"}},
+                rules=[{"name": "slow", "metric": "latencyP95Ms", "above": 200, "action": "OptimizeResources"}])
+
+    def rising(base, slope):
+        return lambda at: tuple((at - 600 + 15 * i, base + slope * i) for i in range(40))
+
+    def flat_noise(base):
+        return lambda at: tuple((at - 600 + 15 * i, base + 0.001 * ((i * 7) % 5)) for i in range(40))
+
+    batch = cpu_batch(PODS, now=0.2)
+    batch["latency:http_request_duration_seconds"] = {("shop", p, le): r for p in PODS
+                                                      for le, r in (("0.1", 0.0), ("0.5", 10.0), ("+Inf", 10.0))}
+    prom = FakePrometheus(batch=batch, ranges=[
+        ("http_request_duration_seconds_bucket", rising(0.25, 0.01)),
+        ("kubetune_node_disk_read_time_seconds_total", rising(0.005, 0.001)),
+        ("container_cpu_cfs_throttled_periods_total", flat_noise(0.01)),
+        ("container_memory_working_set_bytes", flat_noise(100 * MI)),
+        ("pgmajfault", flat_noise(0.0))])
+    kube = await evaluate(policy(body), prom)
+    assert not changed(kube)
+    ready = cond(kube, ConditionType.READY)
+    assert ready.message.startswith("NotAResourceBottleneck"), ready.message
+    assert any('node=~"node-a"' in q for q in prom.asked)
+    assert "nodeDiskLatency" in " ".join(status(kube).last_action.evidence)
