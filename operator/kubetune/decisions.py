@@ -508,11 +508,12 @@ def _plan(action: Action, chosen: list[RuleHit], inputs: PolicyInputs, evidence:
                 if resource is None:
                     continue
                 plan.explained = True
+            recommendations = recommend(c, policy, inputs.node_capacity)
             for r in [resource] if resource else [r.value for r in policy.controlled_resources]:
                 if (c.name, r) in seen:
                     continue
                 seen.add((c.name, r))
-                rec = recommend(c, policy, inputs.node_capacity).get(r)
+                rec = recommendations.get(r)
                 floor = None if up else _decrease_floor(inputs, c, policy, r, rec)
                 jump_to = rec.target if rec and spec.scaling.jump_to_recommendation else None
                 step = _step(c, policy, r, up, inputs, evidence, jump_to=jump_to, floor=floor)
