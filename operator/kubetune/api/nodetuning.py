@@ -32,7 +32,7 @@ from kubetune.api.common import (
     optional_list,
 )
 from kubetune.api.nodetuningpolicy import SYSCTL_ALLOW_LIST, CPUTuning, DeviceClass, MemoryTuning, NodeThresholds
-from kubetune.api.performancepolicy import IOClass, SocketBuffers
+from kubetune.api.performancepolicy import IOClass
 from kubetune.constants import NODE_TUNING
 
 # Condition types the agent sets on a NodeTuning.
@@ -142,8 +142,6 @@ class ProcessEntry(KubeModel):
     """The priority within the BestEffort class; unset = leave as is."""
     cpus: tuple[Annotated[int, Field(ge=0, le=4095)], ...] = optional_list(256, **LIST_SET)
     """CPUs to pin every thread to; empty = no pinning."""
-    socket_buffers: SocketBuffers | None = None
-    """TCP buffer ceilings in the pod's network namespace."""
     policy: PolicyRef = ""
     """The PerformancePolicy asking for it, e.g. `PerformancePolicy/shop/checkout`."""
 
