@@ -392,3 +392,34 @@ async def test_latency_that_moves_with_node_disk_latency_is_not_a_resource_bottl
     assert ready.message.startswith("NotAResourceBottleneck"), ready.message
     assert any('node=~"node-a"' in q for q in prom.asked)
     assert "nodeDiskLatency" in " ".join(status(kube).last_action.evidence)
+
+
+# --- defect 11: far from the recommendation, say so; or jump when asked -------------------------------------
+
+
+def starving_batch():
+    """1 core used on a 600m request, a recommendation window saying ~1.15 cores."""
+    return cpu_batch(PODS, now=1.0, min5=1.0, cpu_p50=0.9, cpu_p90=1.0, cpu_peak=1.1, memory_peak=100 * MI)
+
+
+async def test_rate_limited_far_from_the_recommendation_sets_converging_and_one_event():
+    six = resources(cpu="600m", cpu_limit=None)
+    past = [{"time": iso(NOW - timedelta(minutes=10 * i + 5)), "action": "IncreaseResources", "rule": "high-load",
+             "applied": True, "changes": [], "verification": {"state": "Passed"}} for i in range(4)]
+    for record, (old, new) in zip(past, [("500m", "600m"), ("400m", "500m"), ("300m", "400m"), ("200m", "300m")]):
+        record["changes"] = [{"container": "app", "resource": "cpu", "value": "requests", "from": old, "to": new}]
+    p = policy(status={"lastAction": past[0], "history": past[1:]})
+    kube = await evaluate(p, FakePrometheus(batch=starving_batch()), pods=[pod(n, six) for n in PODS], template=six)
+    assert not changed(kube)
+    c = cond(kube, ConditionType.CONVERGING)
+    assert (c.status.value, c.reason) == ("True", "FarFromRecommendation") and "maxChangesPerHour" in c.message
+    assert kube.reasons().count("FarFromRecommendation") == 1
+
+
+async def test_jump_to_recommendation_reaches_it_in_one_bounded_step():
+    six = resources(cpu="600m", cpu_limit=None)
+    p = policy(spec(scaling={"jumpToRecommendation": True}))
+    kube = await evaluate(p, FakePrometheus(batch=starving_batch()), pods=[pod(n, six) for n in PODS], template=six)
+    (_, patch), _ = kube.of("resize")
+    assert patch["app"]["requests"]["cpu"] == "1150m"
+    assert cond(kube, ConditionType.CONVERGING).status.value == "False"
