@@ -32,15 +32,14 @@ from kubetune.api.performancepolicy import (
 )
 from kubetune.decisions import (
     LATENCY_PERCENTILE,
-    RESOURCE_OF_METRIC,
     Change,
     Decision,
     PolicyInputs,
     container_policy,
+    container_sustained_keys,
     decide,
     evaluate_rules,
     recommend,
-    rule_value_aggregate,
 )
 from kubetune.gates import CLUSTER_GATES, METRIC_GATES, ConditionUpdate, PolicyFacts, Verdict, first_verdict
 from kubetune.gather import ANALYSIS_WINDOW, PolicyMetrics, cluster_facts
@@ -100,10 +99,7 @@ def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPla
             continue
         namespaces.add(p.namespace)
         series = series or p.spec.prediction.enabled or p.spec.anomaly_detection.enabled
-        for rule in p.spec.rules:
-            resource = RESOURCE_OF_METRIC.get(rule.metric)
-            if resource and rule.sustained_for:
-                held.add((resource, rule_value_aggregate(rule), rule.sustained_for))
+        held |= container_sustained_keys(p.spec)
         latency = p.spec.metrics.latency if p.spec.metrics else None
         if latency and latency.histogram:
             histograms.add(latency.histogram)

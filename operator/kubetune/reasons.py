@@ -62,4 +62,4 @@ class Reason(str, Enum):
 
 # Decisions that are routine: a Normal Event, and only when the reason changes.
 ROUTINE = frozenset({Reason.NO_RULE_FIRED, Reason.MODE_OFF, Reason.SCALED_UP, Reason.SCALED_DOWN,
-                     Reason.OPTIMIZED, Reason.COOLDOWN, Reason.COMPLETED})
+                     Reason.OPTIMIZED, Reason.COOLDOWN, Reason.COMPLETED, Reason.HELD_BY_HYSTERESIS})
