@@ -2,15 +2,18 @@
 
 This module owns the statistics kubetune applies to metric series before a decision is taken:
 
-- smoothing (`moving_average`, `exponential_moving_average`) so that a rule reacts to a level,
-  not to one noisy sample;
 - a robust trend (`theil_sen`) and the forecast built on it (`predict_crossing`), which let the
   high-load rule step up *before* the threshold is crossed;
 - anomaly detection (`detect_anomalies`: robust z-score on median/MAD, optionally against a
   seasonal baseline) that feeds the Investigate action;
 - the latency–resource correlation (`find_bottleneck`) that tells OptimizeResources which
   resource, if any, explains the latency;
-- `analyse_batch`, the vectorised form of all of the above for N series x T points per cycle.
+- `analyse_batch`, the vectorised form of the trend and anomaly statistics for N series x T points
+  (benchmarked; the loop analyses each policy's few series with the single-series functions today).
+
+No smoothing here: the level a rule compares is asked of Prometheus — `rate()` over `rateWindow` is
+the moving average of a counter, and `for:` is `min_over_time`/`max_over_time` over the window — so the
+operator keeps no history of its own.
 
 Everything here is a pure function of plain numbers: no I/O, no clock, no Kubernetes, no kopf.
 Series are evenly spaced samples (a Prometheus range query with a fixed `step`), oldest first;
@@ -120,58 +123,6 @@ def _time_to_crossing(
     with np.errstate(divide="ignore", invalid="ignore"):
         until = np.where(level >= threshold, 0.0, np.where(slope > 0, (threshold - level) / slope, np.nan))
     return np.where(until <= horizon, until, np.nan)
-
-
-# ---------------------------------------------------------------------------------------------
-# Smoothing
-# ---------------------------------------------------------------------------------------------
-
-
-def moving_average(values: ArrayLike, window: int) -> FloatArray:
-    """Trailing simple moving average over `window` samples, along the last axis.
-
-    NaN samples are skipped (the mean of the valid samples in the window); the first `window - 1`
-    outputs average the samples seen so far, so the newest smoothed value always exists when the
-    window holds at least one valid sample. Accepts one series or a 2-D array of series.
-    """
-    if window < 1:
-        raise ValueError(f"window: must be at least 1, got {window}")
-    array = np.asarray(values, dtype=np.float64)
-    valid = ~np.isnan(array)
-    # Cumulative sums give every window's sum and count in O(T), independent of the window.
-    zeros = np.zeros(array.shape[:-1] + (1,))
-    sums = np.concatenate([zeros, np.cumsum(np.where(valid, array, 0.0), axis=-1)], axis=-1)
-    counts = np.concatenate([zeros, np.cumsum(valid, axis=-1)], axis=-1)
-    end = np.arange(1, array.shape[-1] + 1)
-    start = np.maximum(end - window, 0)
-    with np.errstate(invalid="ignore"):
-        return (sums[..., end] - sums[..., start]) / (counts[..., end] - counts[..., start])
-
-
-def exponential_moving_average(values: ArrayLike, halflife: float) -> FloatArray:
-    """Exponentially weighted moving average along the last axis; weight halves every `halflife` samples.
-
-    It is normalised by the weights seen so far (pandas' `adjust=True`), so the first outputs are not
-    biased towards zero. A NaN sample contributes nothing and the average carries over; outputs
-    before the first valid sample are NaN. Reacts faster than a moving average of similar smoothness,
-    which is why the loop prefers it for levels that feed thresholds with a `for:` duration.
-    """
-    if halflife <= 0:
-        raise ValueError(f"halflife: must be positive, got {halflife}")
-    array = np.asarray(values, dtype=np.float64)
-    decay = 0.5 ** (1.0 / halflife)
-    valid = ~np.isnan(array)
-    filled = np.where(valid, array, 0.0)
-    numerator = np.zeros(array.shape[:-1])
-    weight = np.zeros(array.shape[:-1])
-    out = np.empty(array.shape)
-    # The recursion is sequential in time but vectorised across series: T steps of N-wide operations.
-    for t in range(array.shape[-1]):
-        numerator = decay * numerator + filled[..., t]
-        weight = decay * weight + valid[..., t]
-        with np.errstate(invalid="ignore"):
-            out[..., t] = numerator / weight
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,9 +605,7 @@ __all__ = [
     "Trend",
     "analyse_batch",
     "detect_anomalies",
-    "exponential_moving_average",
     "find_bottleneck",
-    "moving_average",
     "predict_crossing",
     "theil_sen",
 ]

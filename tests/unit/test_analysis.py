@@ -13,9 +13,7 @@ from kubetune.analysis import (
     ResourceSignal,
     analyse_batch,
     detect_anomalies,
-    exponential_moving_average,
     find_bottleneck,
-    moving_average,
     predict_crossing,
     theil_sen,
 )
@@ -33,44 +31,6 @@ def rng(seed: int = 7) -> np.random.Generator:
 def ramp(slope_per_second: float, noise: float, seed: int = 7, start: float = 50.0) -> np.ndarray:
     t = np.arange(SAMPLES) * STEP
     return start + slope_per_second * t + rng(seed).normal(0.0, noise, SAMPLES)
-
-
-# --- smoothing -------------------------------------------------------------------------------
-
-
-def test_moving_average_is_trailing_mean_with_partial_start() -> None:
-    assert moving_average([1, 2, 3, 4, 5], 2).tolist() == [1.0, 1.5, 2.5, 3.5, 4.5]
-
-
-def test_moving_average_skips_nan_and_gives_nan_for_an_empty_window() -> None:
-    out = moving_average([np.nan, np.nan, 4.0, np.nan, 8.0], 2)
-    assert math.isnan(out[0]) and math.isnan(out[1])
-    assert out[2:].tolist() == [4.0, 4.0, 8.0]
-
-
-def test_moving_average_of_rows_matches_each_row() -> None:
-    rows = rng().normal(size=(3, 50))
-    for row, smoothed in zip(rows, moving_average(rows, 7)):
-        np.testing.assert_allclose(smoothed, moving_average(row, 7))
-
-
-def test_exponential_moving_average_halves_weight_every_halflife() -> None:
-    # With halflife 1 the newest sample weighs 1 and the previous 1/2: (0*0.5 + 3*1) / 1.5 = 2.
-    assert exponential_moving_average([0.0, 3.0], halflife=1.0)[-1] == pytest.approx(2.0)
-
-
-def test_exponential_moving_average_carries_over_nan() -> None:
-    out = exponential_moving_average([np.nan, 5.0, np.nan, 5.0], halflife=2.0)
-    assert math.isnan(out[0])
-    assert out[1:].tolist() == [5.0, 5.0, 5.0]
-
-
-@pytest.mark.parametrize("bad", [0, -1], ids=["zero", "negative"])
-def test_smoothing_rejects_nonsense_parameters(bad: int) -> None:
-    with pytest.raises(ValueError, match="window"):
-        moving_average([1.0], bad)
-    with pytest.raises(ValueError, match="halflife"):
-        exponential_moving_average([1.0], bad)
 
 
 # --- trend -----------------------------------------------------------------------------------
@@ -371,7 +331,7 @@ def test_batch_agrees_with_the_single_series_functions() -> None:
         assert batch.level[i] == pytest.approx(trend.level)
         assert batch.confidence[i] == pytest.approx(trend.confidence)
         assert batch.forecast[i] == pytest.approx(trend.value_in(900.0))
-        assert batch.smoothed[i] == pytest.approx(moving_average(row, 10)[-1])
+        assert batch.smoothed[i] == pytest.approx(np.nanmean(row[-10:]))
         forecast = predict_crossing(row, 80.0, 900.0, step=STEP)
         expected = np.nan if forecast.time_to_crossing is None else forecast.time_to_crossing
         np.testing.assert_allclose(batch.time_to_crossing[i], expected)  # type: ignore[index]
