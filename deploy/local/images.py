@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE_REVISION = 1  # bump when the way images are built changes what they contain
+RECIPE_REVISION = 2  # bump when the way images are built changes what they contain
 
 BASE_SUITE = "bookworm"  # Python 3.11, as the Dockerfile's default python:3.11-slim
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
@@ -56,6 +56,9 @@ BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificate
 BASE_TRIM = ("var/cache/apt/*", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*",
              "usr/share/info/*", "usr/share/locale/*", "var/log/*", "dev/*", "tmp/*", "etc/resolv.conf",
              "etc/hostname")
+# Empty files in the base: what RUN steps get mounted there (the runtime's resolver, hosts and hostname;
+# the build machine's pip settings) would otherwise leave an empty mount point in every image's layer.
+BASE_MOUNT_POINTS = ("etc/resolv.conf", "etc/hostname", "etc/hosts", "etc/pip.conf")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 APT_TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap"}  # command -> Debian package
 
@@ -176,7 +179,7 @@ def digest_files(sha: "hashlib._Hash", root: Path, files: list[Path]) -> None:
 
 def base_key() -> str:
     document = {"suite": BASE_SUITE, "packages": sorted(BASE_PACKAGES), "trim": BASE_TRIM,
-                "recipe": RECIPE_REVISION}
+                "mount_points": BASE_MOUNT_POINTS, "recipe": RECIPE_REVISION}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -431,6 +434,8 @@ def build_base() -> Path:
         for pattern in BASE_TRIM:
             for path in rootfs.glob(pattern):
                 remove_tree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for path in BASE_MOUNT_POINTS:
+            (rootfs / path).write_bytes(b"")
         say("base: commit")
         buildah = Buildah(work, step)
         container = buildah("create a container", "from", "--quiet", "scratch", capture=True)

