@@ -3,6 +3,7 @@
 `cluster` is the real control plane: the cluster named by KUBECONFIG when it is set (kind on a laptop),
 otherwise a local one started from the pinned binaries (deploy/local/localcluster.py) for this session.
 `prometheus` is a real Prometheus (Debian's package) whose scrape targets tests add at run time.
+`real_node` is one real kubelet node (containerd, runc) beside the kwok nodes (deploy/local/realnode.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "deploy" / "local"))
 
 import localcluster  # noqa: E402  (a script folder, not a package)
+import realnode  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +80,23 @@ def crds(cluster):
              for f in files]
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
     return names
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster, tmp_path_factory):
+    """A node whose pods really run: started for the session beside the local cluster, or, under
+    KUBECONFIG, that cluster's node labelled kubetune.io/real-node=true (skipped when it has none)."""
+    if isinstance(cluster, localcluster.ExistingCluster):
+        names = cluster.kubectl("get", "nodes", "-l", realnode.RealNode.label, "-o",
+                                "jsonpath={.items[*].metadata.name}", check=False).stdout.split()
+        if not names:
+            pytest.skip(f"the KUBECONFIG cluster has no node labelled {realnode.RealNode.label}")
+        yield realnode.ExistingRealNode(names[0])
+        return
+    node = realnode.RealNode(tmp_path_factory.mktemp("realnode"), cluster)
+    try:
+        node.start()
+    except localcluster.SetupError as e:
+        pytest.fail(f"real node: {e}", pytrace=False)
+    yield node
+    node.stop()

@@ -57,8 +57,10 @@ echo "kubetune: binaries in $bin"
 # ./staging paths, which only work inside its own repository. The wrapper replaces each one with
 # its published v0.Y.Z release instead.
 k8s_dir="$work/kubernetes-$KUBERNETES_VERSION"
-if ! [[ -x $bin/kube-apiserver-$KUBERNETES_VERSION && -x $bin/kube-controller-manager-$KUBERNETES_VERSION \
-        && -x $bin/kube-scheduler-$KUBERNETES_VERSION && -x $bin/kubectl-$KUBERNETES_VERSION ]]; then
+k8s_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+k8s_missing=0
+for tool in "${k8s_tools[@]}"; do [[ -x $bin/$tool-$KUBERNETES_VERSION ]] || k8s_missing=1; done
+if ((k8s_missing)); then
     k8s_gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])') \
         || die "cannot download k8s.io/kubernetes@$KUBERNETES_VERSION from the Go module proxy"
     staging_version="v0.${KUBERNETES_VERSION#v1.}"
@@ -68,7 +70,7 @@ if ! [[ -x $bin/kube-apiserver-$KUBERNETES_VERSION && -x $bin/kube-controller-ma
     wrapper "$k8s_dir" k8s.io/kubernetes "$KUBERNETES_VERSION" "${replaces[@]}"
 fi
 k8s_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
-for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for tool in "${k8s_tools[@]}"; do
     build "$tool" "$KUBERNETES_VERSION" "$k8s_dir" "k8s.io/kubernetes/cmd/$tool" "$k8s_ldflags"
 done
 
@@ -95,11 +97,23 @@ helm_dir="$work/helm-$HELM_VERSION"
 [[ -x $bin/helm-$HELM_VERSION ]] || wrapper "$helm_dir" helm.sh/helm/v3 "$HELM_VERSION"
 build helm "$HELM_VERSION" "$helm_dir" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 
+# containerd v2 for the real node (realnode.py): the daemon, its CLI (ctr imports images) and the runc
+# shim. Kubernetes 1.36 drops support for containerd 1.x, so not Debian's 1.6.
+containerd_dir="$work/containerd-$CONTAINERD_VERSION"
+containerd_module=github.com/containerd/containerd/v2
+[[ -x $bin/containerd-$CONTAINERD_VERSION && -x $bin/ctr-$CONTAINERD_VERSION && -x $bin/containerd-shim-runc-v2-$CONTAINERD_VERSION ]] \
+    || wrapper "$containerd_dir" "$containerd_module" "$CONTAINERD_VERSION"
+for tool in containerd ctr containerd-shim-runc-v2; do
+    build "$tool" "$CONTAINERD_VERSION" "$containerd_dir" "$containerd_module/cmd/$tool" \
+        "-X $containerd_module/version.Version=$CONTAINERD_VERSION"
+done
+
 # Stable names for the current pins, so scripts and users can put $bin on PATH.
-for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for tool in "${k8s_tools[@]}"; do
     ln -sf "$tool-$KUBERNETES_VERSION" "$bin/$tool"
 done
 ln -sf "etcd-$ETCD_VERSION" "$bin/etcd"
 ln -sf "kwok-$KWOK_VERSION" "$bin/kwok"
 ln -sf "helm-$HELM_VERSION" "$bin/helm"
+for tool in containerd ctr containerd-shim-runc-v2; do ln -sf "$tool-$CONTAINERD_VERSION" "$bin/$tool"; done
 echo "kubetune: binaries ready in $bin"

@@ -5,6 +5,7 @@ kube-scheduler and kwok (simulating nodes and the pods on them) run from the pin
 build-binaries.sh caches; Prometheus is Debian's package. No Docker engine is needed.
 
     python deploy/local/localcluster.py up [--nodes 3]    # start, write .kubetune/cluster/kubeconfig, return
+    python deploy/local/localcluster.py up --real-node    # also one real kubelet node (realnode.py)
     python deploy/local/localcluster.py down              # stop everything `up` started
     python deploy/local/localcluster.py status
 
@@ -214,15 +215,36 @@ def make_pki(pki: Path) -> None:
     admin = _cert(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
                              x509.NameAttribute(NameOID.COMMON_NAME, "kubetune-admin")]),
                   admin_key, ca_name, ca_key, client=True)
-    for name, cert in (("ca", ca), ("apiserver", server), ("admin", admin)):
+    # The API server's identity towards kubelets (exec, logs, port-forward on a real node).
+    kubelet_client_key = _key()
+    kubelet_client = _cert(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                                      x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client")]),
+                           kubelet_client_key, ca_name, ca_key, client=True)
+    for name, cert in (("ca", ca), ("apiserver", server), ("admin", admin), ("apiserver-kubelet-client", kubelet_client)):
         (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pki / "ca.key", ca_key)
     _write_key(pki / "apiserver.key", server_key)
     _write_key(pki / "admin.key", admin_key)
+    _write_key(pki / "apiserver-kubelet-client.key", kubelet_client_key)
     sa_key = _key()
     _write_key(pki / "sa.key", sa_key)
     (pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def client_certificate(pki: Path, out: Path, user: str, groups: list[str]) -> tuple[Path, Path]:
+    """A client certificate the cluster CA in `pki` signs for `user` in `groups` (e.g. a kubelet's
+    system:node:<name> in system:nodes). Returns (out.crt, out.key)."""
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    key = _key()
+    subject = x509.Name([*[x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups],
+                         x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    cert = _cert(subject, key, ca.subject, ca_key, client=True)
+    crt_path, key_path = out.with_suffix(".crt"), out.with_suffix(".key")
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return crt_path, key_path
 
 
 def serving_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
@@ -358,6 +380,10 @@ class LocalCluster:
             "--service-account-signing-key-file", str(pki / "sa.key"),
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged=true",
+            # A real node (realnode.py) is reached by its InternalIP, never by resolving its hostname.
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
+            "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
             # Loopback is not a valid Endpoints address; nothing here needs the kubernetes Service endpoints.
             "--endpoint-reconciler-type", "none", "--profiling=false"])
         ca, cert = str(pki / "ca.crt"), (str(pki / "admin.crt"), str(pki / "admin.key"))
@@ -453,6 +479,7 @@ class LocalPrometheus:
     scrape_interval: str = "1s"
     tie_to_parent: bool = True
     procs: Processes = field(init=False)
+    _config: dict = field(init=False, default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -480,6 +507,7 @@ class LocalPrometheus:
                                 "file_sd_configs": [{"files": [str(self.sd_dir / "*.json")], "refresh_interval": "1s"}]}],
         }
         (self.state_dir / "rules").mkdir()
+        self._config = config
         (self.state_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.procs = Processes(self.state_dir, self.tie_to_parent)
         self.procs.start("prometheus", [
@@ -505,6 +533,18 @@ class LocalPrometheus:
     def remove_target(self, name: str) -> None:
         (self.sd_dir / f"{name}.json").unlink(missing_ok=True)
 
+    def add_scrape_config(self, job: dict) -> None:
+        """Add (or replace, by job_name) a whole scrape config and reload: for targets that need more
+        than file-SD gives, e.g. a kubelet's https endpoints with a client certificate."""
+        jobs = [j for j in self._config["scrape_configs"] if j["job_name"] != job["job_name"]]
+        self._config["scrape_configs"] = [*jobs, job]
+        tmp = self.state_dir / ".prometheus.yml.tmp"
+        tmp.write_text(yaml.safe_dump(self._config))
+        tmp.rename(self.state_dir / "prometheus.yml")
+        reload = requests.post(f"{self.url}/-/reload", timeout=10)
+        if not reload.ok:
+            raise SetupError(f"Prometheus refused the scrape config {job['job_name']}: {reload.text.strip()[:300]}")
+
     def stop(self) -> None:
         self.procs.stop_all()
         (self.state_dir / "pids.json").unlink(missing_ok=True)
@@ -519,12 +559,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--apiserver-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--prometheus-port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--real-node", action="store_true",
+                        help="also start one real kubelet node with containerd (needs root; see realnode.py)")
     args = parser.parse_args(argv)
     args.state_dir = args.state_dir.resolve()  # the kubeconfig names its certificates by absolute path
     cluster_dir, prom_dir = args.state_dir / "kube", args.state_dir / "prometheus"
+    node_dir = args.state_dir / "realnode"
+    import realnode  # here, not at the top: realnode imports this module
     try:
         if args.command == "down":
-            stopped = stop_recorded(cluster_dir) + stop_recorded(prom_dir)
+            stopped = realnode.stop_recorded(node_dir) if node_dir.exists() else []
+            stopped += stop_recorded(cluster_dir) + stop_recorded(prom_dir)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         elif args.command == "status":
             for d in (cluster_dir, prom_dir):
@@ -533,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:24} pid {pid:<8} {'running' if _alive(pid) else 'DEAD'}")
             if not (cluster_dir / "pids.json").exists():
                 print("not running")
+            if owner := realnode.running_owner():
+                print(f"{'real node ' + realnode.NODE_NAME:24} pid {owner['init_pid']:<8} running")
         else:
             start = time.monotonic()
             cluster = LocalCluster(cluster_dir, nodes=args.nodes, apiserver_port=args.apiserver_port,
@@ -541,7 +588,13 @@ def main(argv: list[str] | None = None) -> int:
             prometheus = LocalPrometheus(prom_dir, port=args.prometheus_port, tie_to_parent=False)
             prometheus.start()
             (args.state_dir / "prometheus-url").write_text(prometheus.url)
-            print(f"cluster up in {time.monotonic() - start:.1f} s: {args.nodes} kwok nodes\n"
+            if args.real_node:
+                node = realnode.RealNode(node_dir, cluster, tie_to_parent=False)
+                node.start()
+                for job in node.scrape_configs():
+                    prometheus.add_scrape_config(job)
+            real = f" and real node {realnode.NODE_NAME} (taint {realnode.NODE_TAINT})" if args.real_node else ""
+            print(f"cluster up in {time.monotonic() - start:.1f} s: {args.nodes} kwok nodes{real}\n"
                   f"  export KUBECONFIG={cluster.kubeconfig}\n"
                   f"  export PATH={cache_dir() / 'bin'}:$PATH\n"
                   f"  Prometheus: {prometheus.url} (targets: {prometheus.sd_dir}/*.json)")
@@ -549,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kubetune local cluster: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if node_dir.exists():
+            realnode.stop_recorded(node_dir)
         stop_recorded(cluster_dir)
         stop_recorded(prom_dir)
         return 130
@@ -556,4 +611,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # realnode.py imports this module by name: let it find this run's copy (one SetupError class).
+    sys.modules.setdefault("localcluster", sys.modules[__name__])
     sys.exit(main())

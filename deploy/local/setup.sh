@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Install everything the demo and the tests need on a fresh machine, reusing what is already there:
-# Debian's prometheus and prometheus-node-exporter, a virtualenv with kubetune and its test extras,
-# and the pinned control-plane binaries (built once into ~/.cache/kubetune, see build-binaries.sh).
+# Debian's prometheus and prometheus-node-exporter, what the real node needs beside its own binaries
+# (runc, CNI plugins, socat, gcc), a virtualenv with kubetune and its test extras, and the pinned
+# Kubernetes and containerd binaries (built once into ~/.cache/kubetune, see build-binaries.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 die() { echo "kubetune setup: $*" >&2; exit 1; }
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
+# The real node (deploy/local/realnode.py): runc and the CNI plugins beside the containerd we build,
+# socat for the API server relay, gcc and libc6-dev for the static pause binary, busybox-static for a
+# test image; iproute2 and util-linux (nsenter, unshare) are on every Debian.
+for package in runc containernetworking-plugins socat iptables gcc libc6-dev busybox-static iproute2; do
+    installed "$package" || missing+=("$package")
+done
 if ((${#missing[@]})); then
     echo "kubetune setup: apt-get install ${missing[*]}"
     [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root: sudo apt-get install ${missing[*]}"
