@@ -238,9 +238,10 @@ def ensure_tools(step: Step) -> None:
         return
     say(f"apt-get install {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    step.run("apt-get update", ["apt-get", "update", "-qq"], timeout=600, env=env)
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # another setup script may be installing at the same time
+    step.run("apt-get update", ["apt-get", *wait, "update", "-qq"], timeout=600, env=env)
     step.run(f"apt-get install {' '.join(missing)}",
-             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], timeout=900, env=env)
+             ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *missing], timeout=900, env=env)
 
 
 def debian_mirror(suite: str = BASE_SUITE) -> str:

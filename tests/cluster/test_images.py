@@ -9,6 +9,7 @@ kept in ~/.cache/kubetune/images). Needs root, like the rest of the cluster tier
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -171,6 +172,90 @@ def test_demo_service_image_serves_its_latency_histogram(demo_archive, demo_root
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+# --- imported into containerd, run by runc -------------------------------------------------------------
+
+
+@pytest.fixture
+def containerd(tmp_path):
+    """A private containerd (its own root, state and socket; no CRI) from the real node's pinned binaries."""
+    bindir = Path(os.environ.get("KUBETUNE_CACHE", Path.home() / ".cache" / "kubetune")) / "bin"
+    path = os.pathsep.join([str(bindir), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [name for name in ("containerd", "ctr", "containerd-shim-runc-v2", "runc") if not shutil.which(name, path=path)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing: the real node's binaries (deploy/local/build-binaries.sh) and runc")
+    socket_path = tmp_path / "containerd.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f"""version = 3
+root = "{tmp_path / 'root'}"
+state = "{tmp_path / 'state'}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]
+[grpc]
+  address = "{socket_path}"
+[ttrpc]
+  address = "{socket_path}.ttrpc"
+[debug]
+  address = "{tmp_path / 'debug.sock'}"
+""")
+    env = {**os.environ, "PATH": path}
+    log = open(tmp_path / "containerd.log", "w")
+    daemon = subprocess.Popen(["containerd", "--config", str(config)], env=env, stdout=log, stderr=log)
+
+    def ctr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["ctr", "--address", str(socket_path), "--namespace", "kubetune-images-test", *args],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+
+    try:
+        deadline = time.monotonic() + 30
+        while ctr("version", timeout=5).returncode:
+            assert time.monotonic() < deadline and daemon.poll() is None, (tmp_path / "containerd.log").read_text()[-2000:]
+            time.sleep(0.2)
+        yield ctr
+    finally:
+        for container in ctr("containers", "ls", "-q").stdout.split():
+            ctr("tasks", "kill", "-s", "SIGKILL", container)
+            ctr("tasks", "delete", "-f", container)
+            ctr("containers", "delete", container)
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
+        images.remove_tree(tmp_path / "root")  # unmounts whatever a container left behind first
+        images.remove_tree(tmp_path / "state")
+        # The namespace's cgroups and runc state dir (containerd keeps them under fixed host paths).
+        for leftover in [*Path("/sys/fs/cgroup").glob("*/kubetune-images-test"),
+                         Path("/run/containerd/runc/kubetune-images-test")]:
+            with contextlib.suppress(OSError):
+                leftover.rmdir()
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_ctr_import_names_the_images_and_runc_runs_them(project_archive, demo_archive, containerd):
+    for archive in (project_archive, demo_archive):
+        done = containerd("images", "import", str(archive))
+        assert done.returncode == 0, done.stderr
+    assert {images.PROJECT_IMAGE, images.DEMO_SERVICE_IMAGE} <= set(containerd("images", "ls", "-q").stdout.split())
+    done = containerd("run", "--rm", images.PROJECT_IMAGE, f"kubetune-{os.getpid()}", "sh", "-c", "id -u; kubetune --version")
+    assert done.returncode == 0 and done.stdout.split("\n")[:2] == ["65532", f"kubetune {images.VERSION}"], done
+    port, name = free_port(), f"demo-{os.getpid()}"
+    done = containerd("run", "-d", "--net-host", "--env", f"PORT={port}", images.DEMO_SERVICE_IMAGE, name)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert requests.get(f"http://127.0.0.1:{port}/?cpu_ms=5", timeout=5).status_code == 200
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, containerd("tasks", "ls").stdout
+            time.sleep(0.2)
+    assert "http_request_duration_seconds_count 1" in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    # SIGTERM (what the kubelet sends) stops it as the container's PID 1.
+    containerd("tasks", "kill", name)
+    deadline = time.monotonic() + 10
+    while "RUNNING" in containerd("tasks", "ls").stdout:
+        assert time.monotonic() < deadline, "the demo service ignored SIGTERM as PID 1"
+        time.sleep(0.2)
 
 
 # --- cache and failures ----------------------------------------------------------------------------------
