@@ -10,8 +10,8 @@ plugins, joined to a LocalCluster's API server. They run in a network and mount 
   through a relay (socat over a unix socket), at 127.0.0.1:<its port> for the kubelet and at
   10.96.0.1:443 (the `kubernetes` Service) for pods.
 - mounts: containerd's overlay mounts, pod netns files, kubelet volumes and the fixed paths the
-  binaries insist on (/run/containerd, /var/lib/cni, /var/log/containers) live in the private mount
-  namespace and vanish with it; the host sees none of them.
+  binaries insist on (/run/containerd, /var/lib/cni, /var/log/containers, /var/lib/kubelet) live in the
+  private mount namespace and vanish with it; the host sees none of them.
 - cgroups: everything (kubelet, containerd, shims, containers) lives under CGROUP_ROOT in every
   hierarchy; the kubelet's cgroupRoot is CGROUP_ROOT, so pods are in <hierarchy>/CGROUP_ROOT/kubepods/...
 
@@ -66,7 +66,8 @@ SERVICE_CIDR, KUBERNETES_SERVICE_IP = "10.96.0.0/16", "10.96.0.1"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Paths containerd and the kubelet use whatever their configuration says; a tmpfs over each in the
 # node's mount namespace keeps them off the host.
-PRIVATE_PATHS = [Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/log/containers")]
+PRIVATE_PATHS = [Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/log/containers"),
+                 Path("/var/lib/kubelet")]  # the kubelet's device-plugin socket ignores --root-dir
 OWNER_FILE = Path("/run/kubetune-realnode.json")  # which state dir and init pid hold the node
 PAUSE_IMAGE = "kubetune.local/pause:1"
 BUSYBOX_IMAGE = "kubetune.local/busybox:1"
@@ -194,6 +195,16 @@ def mounts_under(path: Path) -> list[Path]:
     prefix = str(path).rstrip("/")
     points = [line.split()[4].replace("\\040", " ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     return [Path(p) for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def remove_created_dirs(state: Path) -> None:
+    """rmdir the PRIVATE_PATHS the node created on the host as mount points (if still empty)."""
+    record = state / "created-dirs.json"
+    with contextlib.suppress(OSError, ValueError):
+        for created in json.loads(record.read_text()):
+            with contextlib.suppress(OSError):
+                os.rmdir(created)
+        record.unlink()
 
 
 def unmount_under(path: Path) -> None:
@@ -342,6 +353,7 @@ def kubelet_kubeconfig(path: Path, server: str, pki: Path, cert: Path, key: Path
 def kubelet_argv(state: Path, name: str) -> list[str]:
     return [node_binary("kubelet"), "--config", str(state / "kubelet.yaml"),
             "--kubeconfig", str(state / "kubelet.kubeconfig"), "--root-dir", str(state / "kubelet"),
+            "--cert-dir", str(state / "kubelet" / "pki"),
             "--hostname-override", name, "--node-ip", NODE_ADDRESS, "--node-labels", f"{NODE_LABEL}=true",
             # cAdvisor finds containers (and labels series with container=) only through containerd's socket.
             "--containerd", str(state / "containerd.sock")]
@@ -377,7 +389,9 @@ def running_owner() -> dict | None:
     """The state dir and init pid of a real node that is running on this machine, if any."""
     with contextlib.suppress(OSError, ValueError):
         owner = json.loads(OWNER_FILE.read_text())
-        if localcluster._alive(owner["init_pid"]):
+        # The pid may have been reused since: it must still be a node's init.
+        cmdline = Path(f"/proc/{owner['init_pid']}/cmdline").read_bytes()
+        if localcluster._alive(owner["init_pid"]) and b"node-init" in cmdline:
             return owner
     return None
 
@@ -535,8 +549,9 @@ class RealNode:
         """Prometheus jobs for the kubelet's /metrics and /metrics/cadvisor, as kube-prometheus-stack
         has them (job=kubelet, a metrics_path label, https with the kubelet's self-signed certificate)."""
         pki = self.cluster.state_dir / "pki"
+        # cAdvisor samples containers about every 10 s: scraping more often adds load, not data.
         return [{"job_name": f"kubelet{path.replace('/', '-')}", "scheme": "https", "metrics_path": path,
-                 "honor_labels": True,
+                 "honor_labels": True, "scrape_interval": "5s", "scrape_timeout": "4s",
                  "tls_config": {"insecure_skip_verify": True, "cert_file": str(pki / "admin.crt"),
                                 "key_file": str(pki / "admin.key")},
                  "static_configs": [{"targets": [f"{NODE_ADDRESS}:10250"],
@@ -605,6 +620,7 @@ def clean_leftovers(state_dir: Path) -> None:
     remove_cgroup_root()
     subprocess.run(["ip", "link", "del", HOST_VETH], capture_output=True)
     restore_kernel_tunables(state_dir)
+    remove_created_dirs(state_dir)
     OWNER_FILE.unlink(missing_ok=True)
     for part in ("containerd", "kubelet", "pod-logs", "cni", "network-ready", "api.sock", "containerd.sock",
                  "containerd.sock.ttrpc"):
@@ -695,13 +711,13 @@ class NodeInit:
         remove_cgroup_root()
         for path in PRIVATE_PATHS:
             subprocess.run(["umount", "--lazy", str(path)], capture_output=True)
-        with contextlib.suppress(OSError, ValueError):
-            for created in json.loads((self.state / "created-dirs.json").read_text()):
-                with contextlib.suppress(OSError):
-                    os.rmdir(created)
+        remove_created_dirs(self.state)
         for part in ("containerd", "kubelet", "pod-logs"):
             shutil.rmtree(self.state / part, ignore_errors=True)
         restore_kernel_tunables(self.state)
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(OWNER_FILE.read_text())["init_pid"] == os.getpid():
+                OWNER_FILE.unlink()
 
 
 def main(argv: list[str]) -> int:

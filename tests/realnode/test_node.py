@@ -176,5 +176,14 @@ def test_prometheus_gets_container_cpu_from_the_kubelet(cluster, namespace, real
 
     rate = wait_for(f"data for {query}", cpu_rate, timeout=90)
     assert 0 < rate <= 0.3  # limited to 200m: the quota holds a busy loop near 0.2 cores
-    up = prom.custom_query('up{job="kubelet"}')
-    assert {s["metric"]["metrics_path"]: s["value"][1] for s in up} == {"/metrics": "1", "/metrics/cadvisor": "1"}
+    def kubelet_endpoints_up():
+        up = {s["metric"]["metrics_path"]: s["value"][1] for s in prom.custom_query('up{job="kubelet"}')}
+        return up == {"/metrics": "1", "/metrics/cadvisor": "1"}
+
+    wait_for("both kubelet endpoints up", kubelet_endpoints_up, timeout=30)
+
+
+def test_a_missing_binary_is_a_one_line_setup_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path))
+    with pytest.raises(realnode.SetupError, match=r"^kubelet v\S+ is not built: run `deploy/local/build-binaries.sh`"):
+        realnode.node_binary("kubelet")
