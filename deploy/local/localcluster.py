@@ -132,22 +132,27 @@ class Processes:
         pid = self.pids.pop(name, None)
         if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        terminate_group(pid, timeout)
         (self.state_dir / "pids.json").write_text(json.dumps(self.pids))
 
     def stop_all(self) -> None:
         for name in reversed(list(self.pids)):
             self.stop(name)
+
+
+def terminate_group(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL what is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _alive(pid: int) -> bool:

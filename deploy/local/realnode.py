@@ -408,6 +408,7 @@ class RealNode:
     tie_to_parent: bool = True
     init_pid: int = 0
     procs: localcluster.Processes = field(init=False)
+    _init: subprocess.Popen | None = field(init=False, default=None, repr=False)
 
     local = True  # images, cgroups and the kubelet's endpoints are reachable from this machine
     address = NODE_ADDRESS
@@ -593,18 +594,8 @@ def _die_with_parent_gracefully() -> None:
 
 def stop_init(pid: int, timeout: float = 60.0) -> None:
     """SIGTERM the node's init process and wait for its clean-up (SIGKILL after `timeout`)."""
-    if not pid or not localcluster._alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while localcluster._alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    if pid and localcluster._alive(pid):
+        localcluster.terminate_group(pid, timeout)  # init leads a process group of its own
 
 
 def clean_leftovers(state_dir: Path) -> None:
