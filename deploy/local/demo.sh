@@ -47,7 +47,7 @@ echo "[{\"targets\": [\"127.0.0.1:$loadgen_port\"], \"labels\": {\"job\": \"cadv
 # The operator and one agent as local processes, configured as the chart configures them; the rate
 # window and subquery step are shortened to the local Prometheus' 1 s scrape interval.
 KUBETUNE_PROMETHEUS_URL=$prometheus_url KUBETUNE_RATE_WINDOW=30s KUBETUNE_QUERY_STEP=5s KUBETUNE_TICK=2 \
-    KUBETUNE_RECOMMENDATION_WINDOW=1h KUBETUNE_RECOMMENDATION_REFRESH=1m KUBETUNE_PEERING= \
+    KUBETUNE_RECOMMENDATION_WINDOW=1h KUBETUNE_RECOMMENDATION_REFRESH=1m KUBETUNE_LEADER_ELECTION=false \
     KUBETUNE_LIVENESS_PORT=0 KUBETUNE_METRICS_PORT=0 \
     nohup .venv/bin/kubetune-operator >"$state/operator.log" 2>&1 &
 echo $! >"$state/operator.pid"

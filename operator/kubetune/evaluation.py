@@ -184,10 +184,13 @@ class Evaluator:
         self.last_status: dict[tuple[str, str], tuple[str, float]] = {}
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
+        self.active: Callable[[], bool] = lambda: True
 
-    async def run_forever(self, view: Callable[[], ClusterView], ready: asyncio.Event | None = None) -> None:
+    async def run_forever(self, view: Callable[[], ClusterView], ready: asyncio.Event | None = None,
+                          active: Callable[[], bool] = lambda: True) -> None:
+        self.active = active
         await run_every(self.settings.tick, lambda: self.cycle(view()), name="evaluation", ready=ready,
-                        on_failure=self.metrics.cycle_failures.inc)
+                        on_failure=self.metrics.cycle_failures.inc, active=active)
 
     async def cycle(self, view: ClusterView) -> None:
         clock = time.monotonic()
@@ -199,6 +202,8 @@ class Evaluator:
         batch = await self._fetch(due, clock)
         conflicts = conflicting(policies)
         for policy in due:
+            if not self.active():
+                break  # leadership lost mid-cycle: the new leader evaluates the rest
             self.last_run[policy.key] = clock
             try:
                 await self.evaluate(policy, view, batch, conflicts.get(policy.key))

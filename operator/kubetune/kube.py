@@ -57,6 +57,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(api_client)
         self.calls = 0  # API calls made, for the operator's metrics and the benchmark
 
     def _count(self) -> None:
@@ -104,6 +105,30 @@ class Kube:
             self.core.create_namespaced_event(namespace, body)
         except Exception as e:
             log.warning("could not post Event %s on %s/%s: %s", reason, involved["kind"], involved["name"], e)
+
+    # --- leader election ----------------------------------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count()
+        try:
+            lease = _call(f"get Lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace)
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+        return self.coordination.api_client.sanitize_for_serialization(lease)
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        self._count()
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+        _call(f"create Lease {namespace}/{name}", self.coordination.create_namespaced_lease, namespace, body)
+
+    def update_lease(self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str) -> None:
+        """Patch the Lease's spec only if it is still at `resource_version` (409 otherwise)."""
+        self._count()
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": dict(spec)}
+        _call(f"update Lease {namespace}/{name}", self.coordination.patch_namespaced_lease, name, namespace, body)
 
     # --- NodeTuning --------------------------------------------------------------------------------
 

@@ -10,12 +10,15 @@ log = logging.getLogger(__name__)
 
 
 async def run_every(tick: float, cycle: Callable[[], Awaitable[None]], *, name: str,
-                    ready: asyncio.Event | None = None, on_failure: Callable[[], None] = lambda: None) -> None:
+                    ready: asyncio.Event | None = None, on_failure: Callable[[], None] = lambda: None,
+                    active: Callable[[], bool] = lambda: True) -> None:
+    """Run `cycle` every `tick` seconds once `ready`, skipping ticks while not `active` (a standby replica)."""
     if ready is not None:
         await ready.wait()  # the indexes are filled: an empty one would read as "nothing exists"
     while True:
         try:
-            await cycle()
+            if active():
+                await cycle()
         except asyncio.CancelledError:
             raise
         except Exception:  # one bad cycle must not stop the loop; the next one retries

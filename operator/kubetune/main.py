@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -25,6 +29,7 @@ from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import Evaluator
 from kubetune.records import ClusterView, PolicyRecord, WorkloadRecord
 from kubetune.kube import Kube
+from kubetune.leadership import AlwaysLeading, ElectionTiming, LeaderElector
 from kubetune.metrics import OperatorMetrics
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
 from kubetune.nodeplanner import NodePlanner, NodeView, node_facts, node_tuning_record
@@ -204,16 +209,39 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         ready.set()
 
     memo.readiness = asyncio.create_task(all_ready())
-    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices), ready=ready))
+    memo.leadership = leadership(config, metrics)
+    if isinstance(memo.leadership, LeaderElector):
+        memo.election = asyncio.create_task(memo.leadership.run())
+    active = lambda: memo.leadership.leading  # noqa: E731
+    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices), ready=ready,
+                                                                active=active))
     memo.node_planning = asyncio.create_task(NodePlanner(config, Kube(), metrics).run_forever(
-        lambda: node_view(indices), ready=ready))
+        lambda: node_view(indices), ready=ready, active=active))
+
+
+def leadership(config: OperatorSettings, metrics: OperatorMetrics) -> LeaderElector | AlwaysLeading:
+    if not config.leader_election:
+        metrics.leader.set(1)
+        return AlwaysLeading()
+    namespace = config.leader_election_namespace or os.environ.get("POD_NAMESPACE") or _service_account_namespace()
+    identity = config.leader_election_identity or f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    timing = ElectionTiming(config.lease_duration, config.renew_deadline, config.retry_period)
+    return LeaderElector(Kube(), namespace, config.leader_election_lease, identity, timing,
+                         on_change=lambda leading: metrics.leader.set(1 if leading else 0))
+
+
+def _service_account_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else "default"
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    for task in (memo.get("readiness"), memo.get("evaluation"), memo.get("node_planning")):
+    for task in (memo.get("readiness"), memo.get("election"), memo.get("evaluation"), memo.get("node_planning")):
         if task:
             task.cancel()
+    if isinstance(memo.get("leadership"), LeaderElector):
+        await asyncio.to_thread(memo.leadership.release)  # the next leader need not wait out the lease
     if memo.get("pods"):
         memo.pods.stop()
 
@@ -232,8 +260,9 @@ def main() -> None:
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
     kopf.run(
-        clusterwide=not config.namespaces, namespaces=config.namespaces,
-        standalone=not config.peering, peering_name=config.peering or None,
+        # Standalone in every replica: indexes stay warm and the webhook serves everywhere; only the
+        # loops follow the Lease (leadership.py). kopf peering would freeze a standby's watches too.
+        clusterwide=not config.namespaces, namespaces=config.namespaces, standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
         memo=kopf.Memo(config=config, metrics=metrics),
     )

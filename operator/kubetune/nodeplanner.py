@@ -134,8 +134,9 @@ class NodePlanner:
         self.sent: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.noted: set[str] = set()
 
-    async def run_forever(self, view: Callable[[], NodeView], ready: asyncio.Event | None = None) -> None:
-        await run_every(self.settings.tick, lambda: self.cycle(view()), name="node-tuning", ready=ready)
+    async def run_forever(self, view: Callable[[], NodeView], ready: asyncio.Event | None = None,
+                          active: Callable[[], bool] = lambda: True) -> None:
+        await run_every(self.settings.tick, lambda: self.cycle(view()), name="node-tuning", ready=ready, active=active)
 
     def _unchanged(self, key: tuple[str, str], desired: Any, observed: Any) -> bool:
         if observed == desired:

@@ -54,8 +54,21 @@ class OperatorSettings(BaseModel):
     """Port of the liveness endpoint (/healthz); 0 = off."""
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Port of the operator's Prometheus /metrics; 0 = off."""
-    peering: str = "kubetune"
-    """kopf peering object name; operators sharing it run one at a time."""
+    leader_election: bool = True
+    """Run the evaluation and node-tuning loops only in the replica holding the Lease (every replica
+    keeps its indexes and serves the webhook). Off = this process always runs them (one replica)."""
+    leader_election_namespace: str = ""
+    """Namespace of the Lease; empty = the pod's own (POD_NAMESPACE, or the ServiceAccount's), else default."""
+    leader_election_lease: str = "kubetune-operator"
+    """Name of the Lease."""
+    leader_election_identity: str = ""
+    """This replica's name in the Lease; empty = POD_NAME (or the host name) plus a random suffix."""
+    lease_duration: float = Field(default=15.0, gt=0)
+    """Seconds a standby waits, with no renewal seen, before taking over."""
+    renew_deadline: float = Field(default=10.0, gt=0)
+    """Seconds the leader keeps leading without a successful renewal (shorter than lease_duration)."""
+    retry_period: float = Field(default=2.0, gt=0)
+    """Seconds between attempts to acquire or renew the Lease."""
     webhook_port: int = Field(default=0, ge=0, le=65535)
     """Port of the mutating admission webhook (new pods get in-place resources); 0 = off."""
     webhook_host: str = "127.0.0.1"

@@ -153,7 +153,7 @@ class Operator:
         self.port = localcluster.free_port()
         self.env = {**cluster.env, "KUBETUNE_PROMETHEUS_URL": prometheus_url, "KUBETUNE_NAMESPACES": "",
                     "KUBETUNE_RATE_WINDOW": RATE_WINDOW, "KUBETUNE_QUERY_STEP": STEP, "KUBETUNE_TICK": "1",
-                    "KUBETUNE_PEERING": "", "KUBETUNE_METRICS_PORT": str(self.port), "KUBETUNE_LIVENESS_PORT": "0",
+                    "KUBETUNE_LEADER_ELECTION": "false", "KUBETUNE_METRICS_PORT": str(self.port), "KUBETUNE_LIVENESS_PORT": "0",
                     "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10m"}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None

@@ -49,7 +49,7 @@ class Operator:
     def __init__(self, cluster, prometheus_url: str, namespace: str, log_path: Path):
         self.env = {**cluster.env, "KUBETUNE_PROMETHEUS_URL": prometheus_url, "KUBETUNE_NAMESPACES": namespace,
                     "KUBETUNE_RATE_WINDOW": "10s", "KUBETUNE_QUERY_STEP": "2s", "KUBETUNE_TICK": "1",
-                    "KUBETUNE_PEERING": "", "KUBETUNE_METRICS_PORT": "0", "KUBETUNE_LIVENESS_PORT": "0",
+                    "KUBETUNE_LEADER_ELECTION_NAMESPACE": namespace, "KUBETUNE_METRICS_PORT": "0", "KUBETUNE_LIVENESS_PORT": "0",
                     "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10s"}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
