@@ -405,8 +405,12 @@ class Evaluator:
 
     async def _act(self, facts: PolicyFacts, decision: Decision, report: Report, now: datetime) -> None:
         policy, target = facts.policy, facts.policy.target
-        record = report.status.last_action
-        # Intent first: written before the change, so a crash in between cannot cause a second change.
+        window = policy.spec.verification.window
+        deadline = now + parse_duration(window)
+        record = report.status.last_action.model_copy(update={"verification": VerificationResult(
+            state=VerificationState.PENDING, message=f"applying, then verifying for {window}", deadline=deadline)})
+        # Intent first, already Pending: a crash before or during the change leaves a record that a
+        # restarted operator (or the next leader) finishes, and whose cooldown stops a second change.
         await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name, {
             "lastAction": record.to_dict(), "history": [r.to_dict() for r in report.status.history]})
         try:
@@ -415,15 +419,14 @@ class Evaluator:
         except KubeError as e:
             self.metrics.actions.labels(result="failed").inc()
             report.replace_last_action(record.model_copy(update={
-                "applied": False, "evidence": ((f"failed: {e}"[:512],) + record.evidence)[:16]}))
+                "applied": False, "evidence": ((f"failed: {e}"[:512],) + record.evidence)[:16],
+                "verification": VerificationResult(state=VerificationState.SKIPPED, message="not applied")}))
             report.set(ConditionType.DEGRADED, True, Reason.ACTION_FAILED, str(e))
             log.warning("policy %s/%s: %s failed: %s", policy.namespace, policy.name, decision.action.value, e)
             return
         self.metrics.actions.labels(result="applied").inc()
-        window = policy.spec.verification.window
         report.replace_last_action(record.model_copy(update={"verification": VerificationResult(
-            state=VerificationState.PENDING, message=f"verifying for {window} ({applied.how})",
-            deadline=now + parse_duration(window))}))
+            state=VerificationState.PENDING, message=f"verifying for {window} ({applied.how})", deadline=deadline)}))
         report.set(ConditionType.DEGRADED, False, Reason.AS_EXPECTED, f"{decision.action.value} applied {applied.how}")
         for change in decision.changes:
             log.info("%s %s/%s %s: %s (rule %s, %s)", decision.action.value, target.kind, target.name,

@@ -121,7 +121,8 @@ async def test_sustained_high_load_resizes_every_running_pod_after_recording_the
     assert resized[0][1]["app"]["requests"]["cpu"] == "625m" and resized[0][1]["app"]["limits"]["cpu"] == "1250m"
     kinds = [k for k, _ in kube.calls]
     assert kinds.index("status") < kinds.index("resize"), "the intent is written before the change"
-    assert "lastAction" in kube.of("status")[0]
+    intent = kube.of("status")[0]["lastAction"]
+    assert intent["applied"] and intent["verification"]["state"] == "Pending", "a crash right after is finished later"
     last = status(kube).last_action
     assert last.applied and last.verification.state is VerificationState.PENDING
     assert ("Normal", "ScaledUp") in [(t, r) for t, r, _ in kube.events("Deployment")]
@@ -224,6 +225,15 @@ async def test_recorded_intent_is_completed_on_pods_that_missed_it():
     assert [n for n, _ in kube.of("resize")] == PODS
     assert kube.of("resize")[0][1]["app"]["requests"]["cpu"] == "500m"
     assert "Completed" in kube.reasons("Deployment") and "ScaledUp" not in kube.reasons()
+
+
+async def test_recorded_intent_is_completed_on_the_template_under_rollout():
+    old = resources(cpu="400m", cpu_limit="800m")
+    p = policy(spec(scaling={"method": "Rollout"}), status={"lastAction": pending_action(minutes_ago=1)})
+    kube = await evaluate(p, FakePrometheus(batch=cpu_batch(PODS, now=0.2)), pods=[pod(n, old) for n in PODS],
+                          template=old)
+    assert kube.of("template")[0]["app"]["requests"]["cpu"] == "500m" and not kube.of("resize")
+    assert "Completed" in kube.reasons("Deployment")
 
 
 # --- defect 7: in-place changes survive new pods; infeasible resizes roll out ----------------------------
