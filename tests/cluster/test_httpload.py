@@ -17,6 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 import httpload
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -30,14 +31,17 @@ def start_server(**env: str) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen([sys.executable, str(SERVER)], env={**os.environ, "PORT": str(port), **env},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            requests.get(f"{url}/healthz", timeout=2)
-            return server, url
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline and server.poll() is None, server.stdout.read()
-            time.sleep(0.1)
+    wait_for(f"the demo service on :{port}", lambda: answers(f"{url}/healthz") or server.poll() is not None,
+             timeout=15, every=0.1)
+    assert server.poll() is None, server.stdout.read()
+    return server, url
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 @pytest.fixture

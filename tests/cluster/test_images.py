@@ -26,6 +26,7 @@ import requests
 import yaml
 
 import images
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1800  # a cold build: debootstrap, the locked wheels from PyPI, two commits
@@ -41,6 +42,13 @@ def layer_names(archive: Path) -> list[list[str]]:
     with tarfile.open(archive) as outer:
         return [tarfile.open(fileobj=outer.extractfile("blobs/" + layer["digest"].replace(":", "/"))).getnames()
                 for layer in manifest["layers"]]
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def free_port() -> int:
@@ -153,14 +161,9 @@ def test_demo_service_image_serves_its_latency_histogram(demo_archive, demo_root
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/healthz", timeout=2).raise_for_status()
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, server.stdout.read()
-                time.sleep(0.2)
+        wait_for(f"the image's demo service on :{port}", lambda: answers(f"{url}/healthz") or server.poll() is not None,
+                 timeout=30, every=0.2)
+        assert server.poll() is None, server.stdout.read()
         for _ in range(5):
             assert requests.get(url, timeout=10).status_code == 200
         metrics = requests.get(f"{url}/metrics", timeout=10).text
@@ -207,10 +210,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
                               env=env, capture_output=True, text=True, timeout=timeout)
 
     try:
-        deadline = time.monotonic() + 30
-        while ctr("version", timeout=5).returncode:
-            assert time.monotonic() < deadline and daemon.poll() is None, (tmp_path / "containerd.log").read_text()[-2000:]
-            time.sleep(0.2)
+        wait_for("the private containerd", lambda: ctr("version", timeout=5).returncode == 0 or daemon.poll() is not None,
+                 timeout=30, every=0.2)
+        assert daemon.poll() is None, (tmp_path / "containerd.log").read_text()[-2000:]
         yield ctr
     finally:
         for container in ctr("containers", "ls", "-q").stdout.split():
@@ -241,21 +243,13 @@ def test_ctr_import_names_the_images_and_runc_runs_them(project_archive, demo_ar
     port, name = free_port(), f"demo-{os.getpid()}"
     done = containerd("run", "-d", "--net-host", "--env", f"PORT={port}", images.DEMO_SERVICE_IMAGE, name)
     assert done.returncode == 0, done.stderr
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            assert requests.get(f"http://127.0.0.1:{port}/?cpu_ms=5", timeout=5).status_code == 200
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, containerd("tasks", "ls").stdout
-            time.sleep(0.2)
+    wait_for(f"the demo service's container on :{port}", lambda: answers(f"http://127.0.0.1:{port}/?cpu_ms=5"),
+             timeout=30, every=0.2)
     assert "http_request_duration_seconds_count 1" in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     # SIGTERM (what the kubelet sends) stops it as the container's PID 1.
     containerd("tasks", "kill", name)
-    deadline = time.monotonic() + 10
-    while "RUNNING" in containerd("tasks", "ls").stdout:
-        assert time.monotonic() < deadline, "the demo service ignored SIGTERM as PID 1"
-        time.sleep(0.2)
+    wait_for("the demo service to stop on SIGTERM as PID 1", lambda: "RUNNING" not in containerd("tasks", "ls").stdout,
+             timeout=10, every=0.2)
 
 
 # --- cache and failures ----------------------------------------------------------------------------------
@@ -263,7 +257,9 @@ def test_ctr_import_names_the_images_and_runc_runs_them(project_archive, demo_ar
 
 @pytest.mark.cluster
 @pytest.mark.timeout(BUILD_TIMEOUT)
-def test_built_images_are_reused_not_rebuilt(project_archive, demo_archive):
+def test_built_images_are_reused_not_rebuilt():
+    # Asked again here, not taken from the module's fixtures: sources edited since then are a new image.
+    project_archive, demo_archive = images.build_project(), images.build_demo_service()
     mtimes = project_archive.stat().st_mtime_ns, demo_archive.stat().st_mtime_ns
     started = time.monotonic()
     done = subprocess.run([sys.executable, str(REPO / "deploy/local/images.py"), "build", "project", "demo-service"],
@@ -276,7 +272,7 @@ def test_built_images_are_reused_not_rebuilt(project_archive, demo_archive):
 
 @pytest.mark.cluster
 @pytest.mark.timeout(BUILD_TIMEOUT)
-def test_a_failed_build_leaves_no_archive_and_names_its_log(tmp_path, capsys):
+def test_a_failed_build_leaves_no_archive_and_names_its_log(tmp_path):
     context = tmp_path / "context"
     context.mkdir()
     (context / "Dockerfile").write_text("ARG PYTHON_IMAGE=python:3.11-slim\nFROM ${PYTHON_IMAGE}\n"
