@@ -2,7 +2,7 @@
 install onto the kwok nodes, a `kubectl auth can-i` matrix per ServiceAccount, and an uninstall that
 leaves nothing behind.
 
-CRDs: the chart's crds/ holds symlinks to deploy/crds (one source) plus kopf's peering CRDs. Helm
+CRDs: the chart's crds/ holds symlinks to deploy/crds (one source) and nothing else. Helm
 installs crds/ only when a CRD is missing and never deletes them, so these tests coexist with the
 session fixture `crds` (which server-side applies deploy/crds) and never remove a CRD.
 """
@@ -45,14 +45,6 @@ def helm(cluster):
     return run
 
 
-@pytest.fixture(scope="module")
-def chart_crds(cluster, crds):
-    """The chart's CRDs the `crds` fixture does not apply (kopf's peering CRDs), Established."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds" / "kopf-peering.kopf.dev.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
-
-
 def render(helm, *args: str, namespace: str = "default") -> list[dict]:
     out = helm("template", "rel", str(CHART), "--namespace", namespace, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
@@ -66,10 +58,11 @@ def test_crds_in_the_chart_are_deploy_crds():
     for name, link in linked.items():
         assert link.resolve() == (REPO / "deploy" / "crds" / name).resolve()
     own = {p.name for p in (CHART / "crds").glob("*.yaml") if not p.is_symlink()}
-    assert own == {"kopf-peering.kopf.dev.yaml"}
+    assert own == set()
 
 
-@pytest.mark.parametrize("values", [[], EVERYTHING, ["--set", "agent.enabled=false", "--set", "operator.peering.enabled=false"]],
+@pytest.mark.parametrize("values", [[], EVERYTHING, ["--set", "agent.enabled=false", "--set", "operator.replicas=1",
+                                              "--set", "operator.leaderElection.enabled=false"]],
                          ids=["defaults", "everything", "operator-only"])
 def test_lint(helm, values):
     assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), *values).stdout
@@ -80,6 +73,10 @@ def test_schema_rejects_unknown_and_unsafe_values(helm):
         done = helm("template", "rel", str(CHART), "--set", bad, check=False)
         assert done.returncode != 0, bad
         assert "schema" in done.stderr, done.stderr
+    # Several replicas without leader election would all act: refused with the reason.
+    done = helm("template", "rel", str(CHART), "--set", "operator.replicas=3", "--set",
+                "operator.leaderElection.enabled=false", check=False)
+    assert done.returncode != 0 and "operator.leaderElection.enabled=true" in done.stderr, done.stderr
 
 
 def test_rendered_env_matches_the_settings_classes(helm):
@@ -89,7 +86,9 @@ def test_rendered_env_matches_the_settings_classes(helm):
     known = {ENV_PREFIX + name.upper() for name in OperatorSettings.model_fields}
     assert {n for n in operator_env if n.startswith(ENV_PREFIX)} - known == OPERATOR_ENV_PENDING
     # every operator setting is a chart value, so no knob needs extraEnv
-    assert known <= operator_env | {"KUBETUNE_PROMETHEUS_BEARER_TOKEN_FILE", "KUBETUNE_PROMETHEUS_CA_FILE"}
+    # The Lease's namespace and this replica's identity come from the pod (POD_NAMESPACE, POD_NAME).
+    assert known <= operator_env | {"KUBETUNE_PROMETHEUS_BEARER_TOKEN_FILE", "KUBETUNE_PROMETHEUS_CA_FILE",
+                                    "KUBETUNE_LEADER_ELECTION_NAMESPACE", "KUBETUNE_LEADER_ELECTION_IDENTITY"}
     agent_env = {e["name"] for e in workloads["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     agent_known = {getattr(agent_settings, n) for n in dir(agent_settings) if n.startswith("ENV_")}
     assert agent_env == agent_known
@@ -116,7 +115,7 @@ def test_security_posture(helm):
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
-def test_template_applies_with_server_dry_run(helm, cluster, chart_crds, namespace):
+def test_template_applies_with_server_dry_run(helm, cluster, crds, namespace):
     # Monitoring objects need the Prometheus Operator's CRDs, which this cluster does not have;
     # promtool checks the rules (test_prometheus_rules_are_valid).
     docs = render(helm, "--set", "webhook.enabled=true", "--set", f"operator.watchNamespaces={{{namespace}}}",
@@ -157,7 +156,7 @@ OPERATOR_MAY = [
     *[(v, r, "") for r in ("nodes", "namespaces", "horizontalpodautoscalers.autoscaling",
                           "customresourcedefinitions.apiextensions.k8s.io") for v in ("get", "list", "watch")],
     *[(v, r, "") for r in ("events", "events.events.k8s.io") for v in ("create", "patch")],
-    *[(v, r, "") for r in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev") for v in ("get", "list", "watch", "patch")],
+# Leases (leader election) only in the release namespace: checked apart, below.
 ]
 OPERATOR_MAY_NOT = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("delete", "pods", ""), ("create", "pods", ""),
@@ -169,7 +168,7 @@ OPERATOR_MAY_NOT = [
     ("patch", "horizontalpodautoscalers.autoscaling", ""), ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io", ""),
     ("create", "clusterroles.rbac.authorization.k8s.io", ""), ("create", "serviceaccounts", "token"),
-    ("delete", "events", ""), ("list", "events", ""), ("delete", "clusterkopfpeerings.kopf.dev", ""),
+    ("delete", "events", ""), ("list", "events", ""), ("update", "leases.coordination.k8s.io", ""),
 ]
 AGENT_MAY = [
     *[(v, "nodetunings.kubetune.io", "") for v in ("get", "list", "watch")],
@@ -197,7 +196,7 @@ def can_i(cluster, who: str, verb: str, resource: str, subresource: str, namespa
 
 
 @pytest.fixture
-def release(helm, cluster, chart_crds, namespace):
+def release(helm, cluster, crds, namespace):
     """The chart installed into a fresh namespace (webhook on, to cover its objects), uninstalled after."""
     name = f"kt-{uuid.uuid4().hex[:6]}"
     # No --skip-crds: Helm creates only missing CRDs from crds/, so this coexists with the `crds` fixture.
@@ -218,12 +217,19 @@ def running_on_nodes(items: list[dict]) -> set[str]:
 
 def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluster, release, namespace):
     nodes = {n["metadata"]["name"] for n in json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]}
-    # Operator: one replica, scheduled and Running (kwok marks pods Running without executing them).
-    operator = wait_for("the operator pod Running", lambda: running_on_nodes(pods(cluster, namespace, "operator")))
-    assert len(operator) == 1 and operator <= nodes
+    # Operator: two replicas (leader election), on two different nodes (soft anti-affinity), Running
+    # (kwok marks pods Running without executing them), and a PodDisruptionBudget keeping one.
+    def on_two_nodes():
+        found = running_on_nodes(pods(cluster, namespace, "operator"))
+        return found if len(found) == 2 else None
+
+    operator = wait_for("two operator pods Running on two nodes", on_two_nodes)
+    assert operator <= nodes
     deployment = json.loads(cluster.kubectl("get", "deployment", "-n", namespace, f"{release}-kubetune-operator",
                                             "-o", "json").stdout)
-    assert deployment["status"].get("availableReplicas") == 1
+    assert deployment["status"].get("availableReplicas") == 2
+    pdb = json.loads(cluster.kubectl("get", "pdb", "-n", namespace, f"{release}-kubetune-operator", "-o", "json").stdout)
+    assert pdb["spec"]["minAvailable"] == 1
     # Agent: one pod per node, on every node (tolerations: Exists).
     wait_for("an agent pod Running on every node",
              lambda: running_on_nodes(pods(cluster, namespace, "agent")) == nodes)
@@ -237,12 +243,16 @@ def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluste
         wrong += [f"{sa} can {v} {r}{'/' + s if s else ''}" for v, r, s in may_not
                   if can_i(cluster, who, v, r, s, "default")]
         assert not wrong, "\n".join(wrong)
+    operator_sa = f"system:serviceaccount:{namespace}:{release}-kubetune-operator"
+    assert all(can_i(cluster, operator_sa, v, "leases.coordination.k8s.io", "", namespace)
+               for v in ("get", "create", "update", "patch")), "the Lease in the release namespace"
+    assert not can_i(cluster, operator_sa, "update", "leases.coordination.k8s.io", "", "kube-system")
 
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
     selector = f"app.kubernetes.io/instance={release}"
-    namespaced = "deployments,daemonsets,replicasets,pods,services,serviceaccounts,secrets,configmaps,kopfpeerings.kopf.dev"
-    cluster_wide = ("clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
-                    "clusterkopfpeerings.kopf.dev")
+    namespaced = ("deployments,daemonsets,replicasets,pods,services,serviceaccounts,secrets,configmaps,roles,"
+                  "rolebindings,poddisruptionbudgets")
+    cluster_wide = "clusterroles,clusterrolebindings,mutatingwebhookconfigurations"
 
     def leftovers() -> list[str]:
         found = cluster.kubectl("get", namespaced, "-n", namespace, "-l", selector, "-o", "name").stdout.split()
@@ -254,5 +264,5 @@ def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluste
     wait_for("no pods left", lambda: not json.loads(cluster.kubectl(
         "get", "pods", "-n", namespace, "-o", "json").stdout)["items"], timeout=60)
     # The CRDs stay (Helm never deletes crds/), so other tests and users' policies are untouched.
-    for crd in ("performancepolicies.kubetune.io", "nodetunings.kubetune.io", "clusterkopfpeerings.kopf.dev"):
+    for crd in ("performancepolicies.kubetune.io", "nodetunings.kubetune.io"):
         cluster.kubectl("get", "crd", crd)
