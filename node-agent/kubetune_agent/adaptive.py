@@ -278,10 +278,14 @@ class ThresholdState:
 
 
 def evaluate_thresholds(values: Mapping[str, float | None], thresholds: Sequence[Threshold],
-                        state: ThresholdState, now: float) -> tuple[list[ThresholdStatus], ThresholdState]:
+                        state: ThresholdState, now: float, missing: Mapping[str, str] | None = None
+                        ) -> tuple[list[ThresholdStatus], ThresholdState]:
     """Per threshold, whether it is breached for its sustained period (and whether that changed
-    since the last evaluation); and the next state."""
-    statuses = [_threshold_status(values.get(t.metric), t, state, now) for t in thresholds]
+    since the last evaluation); and the next state. ``missing``: metric -> why it has no value
+    (e.g. the link speed is unknown), which becomes the NoData message."""
+    missing = missing or {}
+    statuses = [_threshold_status(values.get(t.metric), t, state, now, missing.get(t.metric))
+                for t in thresholds]
     above_since = {t.key: s.since for t, s in zip(thresholds, statuses, strict=True) if s.since is not None}
     breached = frozenset(t.key for t, s in zip(thresholds, statuses, strict=True) if s.breached)
     statuses = [replace(s, changed=(t.key in state.breached) != s.breached)
@@ -290,10 +294,11 @@ def evaluate_thresholds(values: Mapping[str, float | None], thresholds: Sequence
 
 
 def _threshold_status(value: float | None, threshold: Threshold, state: ThresholdState,
-                      now: float) -> ThresholdStatus:
+                      now: float, why_missing: str | None = None) -> ThresholdStatus:
     metric, level, above = threshold.metric, threshold.level, threshold.above
     if value is None:
-        return ThresholdStatus(metric, False, ThresholdReason.NO_DATA, f"no value for {metric}", None, level)
+        return ThresholdStatus(metric, False, ThresholdReason.NO_DATA,
+                               f"{metric}: {why_missing or 'no value'}", None, level)
     if value <= above:
         return ThresholdStatus(metric, False, ThresholdReason.WITHIN_THRESHOLDS,
                                f"{metric} {value:g} <= {level} level {above:g}", None, level)

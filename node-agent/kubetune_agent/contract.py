@@ -16,6 +16,12 @@ Mapping notes (where the API and the agent differ):
   Event per transition (``threshold_events``).
 - ProcessEntry names the container, the cgroup names its ID: ``container_ids`` maps
   (podUID, containerName) to the ID from the pod's status; without it the whole pod is tuned.
+- A level that cannot be evaluated (no link reports a speed, no latency target answers) is named
+  in the Warning condition's message with why, never guessed.
+- Ready=True ``AgentReporting`` is the agent's heartbeat condition; the operator sets it False,
+  ``AgentNotReporting``, when the heartbeat is older than three ``reportingIntervalSeconds``.
+- A critical level newly breached is one ``Investigate`` Event (``investigation_events``) naming
+  the top pods by the breached resource and the adaptive knobs it moved.
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from kubetune.api import (
     parse_duration,
 )
 from kubetune.api.nodetuning import (
+    AGENT_REPORTING,
     APPLIED,
     DEGRADED,
+    READY,
     BlockDevice,
     DeviceClass,
     KnobState,
@@ -53,8 +61,9 @@ from .adaptive import (
     ThermalRule,
     Threshold,
     ThresholdLevel,
+    ThresholdReason,
 )
-from .agent import AdaptivePlan, AgentPlan, CycleReport
+from .agent import AdaptivePlan, AgentPlan, CycleReport, Investigation
 from .collectors import BlockDeviceInfo
 from .executor import KnobResult, KnobTarget, TuningState
 from .process import ProcessResult, ProcessTarget
@@ -65,6 +74,7 @@ from .process import ProcessResult, ProcessTarget
 WARNING = "Warning"
 THRESHOLD_WARNING = "ThresholdWarning"
 THRESHOLD_WARNING_CLEARED = "ThresholdWarningCleared"
+INVESTIGATE = "Investigate"
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,12 @@ _VALUE = re.compile(r"^[a-zA-Z0-9 \t._-]*$")
 _IO_CLASS = {"BestEffort": "best-effort", "Idle": "idle"}
 _STATE = {TuningState.FAILED: KnobState.PENDING}
 _SETTLED = {TuningState.APPLIED, TuningState.UNSUPPORTED, TuningState.RESTORED}
+
+
+def default_plan() -> AgentPlan:
+    """The plan of a node without a NodeTuning: the default thresholds watched, nothing tuned, and
+    what the journal still holds restored (Auto, so the restore is not a dry run)."""
+    return plan_from_spec(NodeTuningSpec(mode=NodeTuningMode.AUTO), {})
 
 
 def plan_from_node_tuning(obj: Mapping, container_ids: Mapping[tuple[str, str], str] | None = None
@@ -104,7 +120,8 @@ def plan_from_spec(spec: NodeTuningSpec, container_ids: Mapping[tuple[str, str],
         for p in spec.processes
     )
     return AgentPlan(dry_run=spec.mode is not NodeTuningMode.AUTO, knobs=knobs, processes=processes,
-                     adaptive=adaptive_plan(spec), thresholds=thresholds(spec))
+                     adaptive=adaptive_plan(spec), thresholds=thresholds(spec),
+                     latency_targets=tuple(spec.thresholds.network.latency_targets))
 
 
 def adaptive_plan(spec: NodeTuningSpec) -> AdaptivePlan:
@@ -150,6 +167,7 @@ def thresholds(spec: NodeTuningSpec) -> tuple[Threshold, ...]:
         Threshold("disk_latency_ms", t.disk.latency_critical_ms, 0, critical),
         Threshold("disk_queue_depth", t.disk.queue_depth_warning, 0, warning),
         Threshold("tcp_connect_ms", t.network.latency_warning_ms, 0, warning),
+        Threshold("network_bandwidth_percent", t.network.bandwidth_warning_percent, 0, warning),
         Threshold("network_loss_percent", t.network.packet_loss_warning_percent, 0, warning),
     )
 
@@ -173,7 +191,8 @@ def knob_status(result: KnobResult) -> KnobStatus:
 
 
 def status_from_report(report: CycleReport, generation: int | None, previous: NodeTuningStatus | None,
-                       block_devices: Iterable[BlockDeviceInfo], now: datetime) -> NodeTuningStatus:
+                       block_devices: Iterable[BlockDeviceInfo], now: datetime,
+                       interval_seconds: float | None = None) -> NodeTuningStatus:
     """The NodeTuning status for one cycle; condition times carry over while a status holds."""
     knobs = tuple(knob_status(r) for r in report.knobs)
     processes = tuple(
@@ -184,6 +203,8 @@ def status_from_report(report: CycleReport, generation: int | None, previous: No
     )
     old = {c.type: c for c in (previous.conditions if previous else ())}
     conditions = (
+        _condition(READY, True, AGENT_REPORTING, f"the node agent reports every {interval_seconds:g}s"
+                   if interval_seconds else "the node agent reports", generation, old, now),
         _condition(APPLIED, *_applied(report), generation, old, now),
         _condition(DEGRADED, *_degraded(report), generation, old, now),
         _condition(WARNING, *_warning(report), generation, old, now),
@@ -194,10 +215,12 @@ def status_from_report(report: CycleReport, generation: int | None, previous: No
         memory_percent=summary.memory_used_percent, swap_percent=summary.swap_used_percent,
         disk_latency_ms_max=summary.disk_latency_ms,
         network_drops_per_second=summary.network_drops_errors_per_second,
+        network_bandwidth_percent=summary.network_bandwidth_percent,
+        network_latency_ms=summary.tcp_connect_ms,
     ) if summary else None
     return NodeTuningStatus(observed_generation=generation, conditions=conditions, knobs=knobs,
                             processes=processes, block_devices=tuple(block_device(d) for d in block_devices), metrics=metrics,
-                            heartbeat_time=now)
+                            heartbeat_time=now, reporting_interval_seconds=interval_seconds)
 
 
 def _api_state(state: TuningState) -> KnobState:
@@ -232,9 +255,11 @@ def _degraded(report: CycleReport) -> tuple[bool, str, str]:
 
 def _warning(report: CycleReport) -> tuple[bool, str, str]:
     warned = [t for t in report.thresholds if t.breached and t.level is ThresholdLevel.WARNING]
+    unknown = sorted({t.message for t in report.thresholds if t.reason is ThresholdReason.NO_DATA})
+    not_evaluated = f"; not evaluated: {'; '.join(unknown)}" if unknown else ""
     if warned:
-        return True, THRESHOLD_WARNING, "; ".join(t.message for t in warned)
-    return False, "BelowWarningLevels", "no warning level crossed for its sustained period"
+        return True, THRESHOLD_WARNING, "; ".join(t.message for t in warned) + not_evaluated
+    return False, "BelowWarningLevels", "no warning level crossed for its sustained period" + not_evaluated
 
 
 def threshold_events(report: CycleReport) -> list[ThresholdEvent]:
@@ -245,6 +270,33 @@ def threshold_events(report: CycleReport) -> list[ThresholdEvent]:
         ThresholdEvent(THRESHOLD_WARNING_CLEARED, t.message, warning=False)
         for t in report.thresholds if t.changed and t.level is ThresholdLevel.WARNING
     ]
+
+
+def investigation_events(report: CycleReport, pod_names: Mapping[str, str] | None = None
+                         ) -> list[ThresholdEvent]:
+    """One Warning ``Investigate`` Event per critical level breached in this cycle; ``pod_names``
+    maps pod UIDs to ``namespace/name`` (from the API server; a UID stands in without it)."""
+    return [ThresholdEvent(INVESTIGATE, investigation_message(i, pod_names or {}), warning=True)
+            for i in report.investigations]
+
+
+def investigation_message(investigation: Investigation, pod_names: Mapping[str, str]) -> str:
+    t = investigation.threshold
+    if investigation.resource is None:
+        pods = "per-pod use of this resource is not in the node's cgroups"
+    elif investigation.top:
+        pods = (f"top pods by {investigation.resource}: "
+                + ", ".join(r.describe(pod_names.get(r.uid)) for r in investigation.top))
+    else:
+        pods = f"no pod cgroup on this node shows {investigation.resource} use"
+    if investigation.responses:
+        done = "planned, nothing written (mode Recommend)" if investigation.dry_run else "applied"
+        moves = ", ".join(f"{k.key} {k.current or '?'} -> {k.desired} ({k.state.value})"
+                          for k in investigation.responses)
+        response = f"adaptive response {done}: {moves}"
+    else:
+        response = "no adaptive rule of the node's policy acts on it"
+    return f"{t.message}; {pods}; {response}"
 
 
 def _condition(kind: str, true: bool, reason: str, message: str, generation: int | None,

@@ -1,10 +1,14 @@
 """``kubetune-agent``: the node agent process. Kubernetes wiring only; the work is in ``agent``.
 
 Every interval (and as soon as the NodeTuning changes) it samples the host, reconciles the plan of
-the NodeTuning named ``NODE_NAME`` and writes that object's status; condition changes, and each
-warning level crossed or cleared, become Events on the Node. RBAC: get/list/watch nodetunings,
-patch nodetunings/status, create events, get pods (to map container names to container IDs;
-without it a whole pod is tuned).
+the NodeTuning named ``NODE_NAME`` and writes that object's status; condition changes, each warning
+level crossed or cleared and each critical breach's investigation become Events on the Node and on
+the NodeTuning. Without a NodeTuning (the operator has not created it yet, or is not installed) the
+default thresholds are still watched and reported as Node Events. The network latency probe's
+default target is the API server endpoint this process talks to. RBAC: get/list/watch nodetunings,
+patch nodetunings/status, create events, get and list pods (container names to container IDs for
+process tuning; pod UIDs to names in an investigation; without them a whole pod is tuned and a UID
+is named).
 
     kubetune-agent                 # in the DaemonSet
     kubetune-agent --metrics-only  # collect and serve /metrics, no Kubernetes, no writes
@@ -17,16 +21,18 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import psutil
 
-from .agent import AgentPlan, CycleReport, NodeAgent
+from .agent import CycleReport, NodeAgent
 from .collectors import NodeCollector, block_devices
 from .errors import AgentError, SettingsError
 from .executor import KnobExecutor
 from .exporter import NodeMetrics, serve_metrics
 from .hostfs import HostFS
 from .journal import Journal
+from .podusage import PodUsageReader
 from .process import ProcessTuner, normalise_container_id
 from .settings import AgentSettings
 
@@ -38,7 +44,7 @@ def build_agent(settings: AgentSettings) -> tuple[NodeAgent, NodeMetrics]:
     journal = Journal(settings.journal_dir)
     metrics = NodeMetrics()
     agent = NodeAgent(NodeCollector(fs, settings.latency_targets), KnobExecutor(fs, journal),
-                      ProcessTuner(fs, journal), metrics)
+                      ProcessTuner(fs, journal), metrics, PodUsageReader(fs))
     return agent, metrics
 
 
@@ -47,6 +53,15 @@ def run_metrics_only(settings: AgentSettings, agent: NodeAgent) -> None:
         started = time.monotonic()
         agent.cycle(None)
         time.sleep(max(0.0, settings.collection_interval_seconds - (time.monotonic() - started)))
+
+
+def api_endpoint(url: str) -> str | None:
+    """``host:port`` of an API server URL (``https://10.96.0.1:443`` -> ``10.96.0.1:443``)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def _plan_version(obj: dict | None) -> tuple[str, int] | None:
@@ -76,6 +91,12 @@ class NodeTuningWatch:
         self.plural = constants.NODE_TUNING.plural
         self.obj: dict | None = None
         self.known = False  # whether the API server has told us the object's state yet
+        if not agent.collector.latency_targets:
+            # The default latency probe: the API endpoint this agent already depends on, so it
+            # exists on every cluster and every node must reach it.
+            endpoint = api_endpoint(client.Configuration.get_default_copy().host)
+            agent.collector.latency_targets = (endpoint,) if endpoint else ()
+        log.info("network latency targets: %s", ", ".join(agent.collector.latency_targets) or "none")
 
     def run(self) -> None:
         name = self.settings.node_name
@@ -119,10 +140,14 @@ class NodeTuningWatch:
             self.agent.cycle(None)
             return
         plan = contract.plan_from_node_tuning(self.obj, self.container_ids()) if self.obj else \
-            AgentPlan(dry_run=False)
+            contract.default_plan()
         report = self.agent.cycle(plan)
         if self.obj is not None:
             self.write_status(report)
+        else:
+            # No NodeTuning to write to: the default thresholds still speak on the Node.
+            for event in self.events(report):
+                self.post_event(event.reason, event.message, event.warning, nodetuning=False)
 
     def container_ids(self) -> dict[tuple[str, str], str]:
         ids = {}
@@ -143,32 +168,60 @@ class NodeTuningWatch:
 
         current = NodeTuning.model_validate(self.obj)
         status = contract.status_from_report(report, current.generation, current.status,
-                                             block_devices(self.agent.collector.fs), datetime.now(UTC))
+                                             block_devices(self.agent.collector.fs), datetime.now(UTC),
+                                             self.settings.collection_interval_seconds)
         # Before the patch: the cycle's transitions are not seen again if the patch fails.
-        for event in contract.threshold_events(report):
-            self.node_event(contract.WARNING, event.reason, event.message, warning=event.warning)
+        for event in self.events(report):
+            self.post_event(event.reason, event.message, event.warning)
         self.custom.patch_cluster_custom_object_status(self.group, self.version, self.plural,
                                                        self.settings.node_name, {"status": status.to_dict()})
         before = {c.type: c.status for c in (current.status.conditions if current.status else ())}
         for condition in status.conditions:
             # Warning has an Event per threshold transition above, naming the metric.
             if condition.type != contract.WARNING and before.get(condition.type) != condition.status:
-                self.node_event(condition.type, condition.reason, condition.message,
+                self.post_event(condition.reason, f"{condition.type}: {condition.message}",
                                 warning=condition.type == "Degraded" and condition.status.value == "True")
 
-    def node_event(self, kind: str, reason: str, message: str, warning: bool) -> None:
-        now = datetime.now(UTC)
-        node = self.settings.node_name
-        body = self.client.CoreV1Event(
-            metadata=self.client.V1ObjectMeta(generate_name=f"{node}.kubetune-"),
-            involved_object=self.client.V1ObjectReference(kind="Node", name=node, api_version="v1"),
-            reason=reason, message=f"{kind}: {message}"[:1024], type="Warning" if warning else "Normal",
-            source=self.client.V1EventSource(component="kubetune-agent", host=node),
-            first_timestamp=now, last_timestamp=now, count=1)
+    def events(self, report: CycleReport) -> list:
+        from . import contract
+
+        warnings = [contract.ThresholdEvent(e.reason, f"{contract.WARNING}: {e.message}", e.warning)
+                    for e in contract.threshold_events(report)]
+        names = self.pod_names() if report.investigations else {}
+        return warnings + contract.investigation_events(report, names)
+
+    def pod_names(self) -> dict[str, str]:
+        """Pod UID -> namespace/name for the pods on this node (to name them in an investigation)."""
         try:
-            self.core.create_namespaced_event("default", body)
+            pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.settings.node_name}")
         except self.client.ApiException as error:
-            log.warning("event on node %s not recorded: %s", node, error.reason)
+            log.warning("pods on %s not listed (%s): the investigation names pod UIDs", self.settings.node_name,
+                        error.reason)
+            return {}
+        return {p.metadata.uid: f"{p.metadata.namespace}/{p.metadata.name}" for p in pods.items}
+
+    def post_event(self, reason: str, message: str, warning: bool, nodetuning: bool = True) -> None:
+        """The Event on the Node and (when it exists) on the NodeTuning, so both `kubectl describe
+        node` and `kubectl describe nt` tell the story."""
+        node = self.settings.node_name
+        log.info("event %s on %s: %s", reason, node, message)
+        targets = [self.client.V1ObjectReference(kind="Node", name=node, api_version="v1", uid=node)]
+        meta = (self.obj or {}).get("metadata", {})
+        if nodetuning and meta.get("uid"):
+            targets.append(self.client.V1ObjectReference(kind="NodeTuning", name=node, uid=meta["uid"],
+                                                         api_version=f"{self.group}/{self.version}"))
+        now = datetime.now(UTC)
+        for involved in targets:
+            body = self.client.CoreV1Event(
+                metadata=self.client.V1ObjectMeta(generate_name=f"{node}.kubetune-"),
+                involved_object=involved, reason=reason, message=message[:1024],
+                type="Warning" if warning else "Normal",
+                source=self.client.V1EventSource(component="kubetune-agent", host=node),
+                first_timestamp=now, last_timestamp=now, count=1)
+            try:
+                self.core.create_namespaced_event("default", body)
+            except self.client.ApiException as error:
+                log.warning("event on %s %s not recorded: %s", involved.kind, node, error.reason)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,8 +35,8 @@ class ScriptedAgent(NodeAgent):
 
     memory_used_percent = 50.0
 
-    def sample(self):
-        sample = self.collector.sample()
+    def sample(self, latency_targets=()):
+        sample = self.collector.sample(latency_targets or None)
         summary = summarise(self.previous or sample, sample)
         self.previous = sample
         return sample, replace(summary, memory_used_percent=self.memory_used_percent, disk_latency_ms=1.0)

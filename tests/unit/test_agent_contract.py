@@ -85,6 +85,7 @@ def test_thresholds_carry_the_level_the_api_names_them_with():
         ("disk_latency_ms", "warning"): (50, 0), ("disk_latency_ms", "critical"): (100, 0),
         ("disk_queue_depth", "warning"): (8, 0),
         ("tcp_connect_ms", "warning"): (50, 0), ("network_loss_percent", "warning"): (0.1, 0),
+        ("network_bandwidth_percent", "warning"): (80, 0),
     }
 
 

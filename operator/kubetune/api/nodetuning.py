@@ -35,9 +35,12 @@ from kubetune.api.nodetuningpolicy import SYSCTL_ALLOW_LIST, CPUTuning, DeviceCl
 from kubetune.api.performancepolicy import IOClass
 from kubetune.constants import NODE_TUNING
 
-# Condition types the agent sets on a NodeTuning.
+# Condition types the agent sets on a NodeTuning (Ready also by the operator: AgentNotReporting).
 APPLIED = "Applied"
 DEGRADED = "Degraded"
+READY = "Ready"
+AGENT_REPORTING = "AgentReporting"
+AGENT_NOT_REPORTING = "AgentNotReporting"
 
 # --- knob keys --------------------------------------------------------------------------------------
 
@@ -239,6 +242,11 @@ class MetricsSummary(KubeModel):
     """The highest average I/O latency across block devices, ms."""
     network_drops_per_second: float | None = Field(default=None, ge=0)
     """Dropped plus errored packets per second across interfaces."""
+    network_bandwidth_percent: float | None = Field(default=None, ge=0)
+    """The busier direction of the busiest link, in percent of its speed; unset when no link reports
+    a speed."""
+    network_latency_ms: float | None = Field(default=None, ge=0)
+    """TCP connect time to the latency targets (the worst one), ms."""
 
 
 class NodeTuningStatus(KubeModel):
@@ -247,7 +255,9 @@ class NodeTuningStatus(KubeModel):
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation of the plan last processed."""
     conditions: tuple[Condition, ...] = conditions_field()
-    """Applied (every knob is Applied, Unsupported or Restored) and Degraded (a threshold is crossed)."""
+    """Ready (the agent reports; the operator sets False, AgentNotReporting, when the heartbeat is
+    stale), Applied (every knob is Applied, Unsupported or Restored), Degraded (a critical level or
+    another writer) and Warning (a warning level is crossed)."""
     knobs: tuple[KnobStatus, ...] = optional_list(256, **list_map("key"))
     """Per knob: original, desired, current and state."""
     processes: tuple[ProcessStatus, ...] = optional_list(256, **list_map("podUID", "containerName"))
@@ -258,6 +268,8 @@ class NodeTuningStatus(KubeModel):
     """The node's latest figures."""
     heartbeat_time: datetime | None = None
     """When the agent last reported; a stale heartbeat means the agent is down."""
+    reporting_interval_seconds: float | None = Field(default=None, ge=0)
+    """How often the agent reports; the operator calls a heartbeat older than three intervals stale."""
 
 
 class NodeTuning(KubeObject):
@@ -267,8 +279,10 @@ class NodeTuning(KubeObject):
         names=NODE_TUNING,
         printer_columns=(
             PrinterColumn("Mode", ".spec.mode", priority=1),
+            PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
             PrinterColumn("Applied", '.status.conditions[?(@.type=="Applied")].status'),
             PrinterColumn("Degraded", '.status.conditions[?(@.type=="Degraded")].status'),
+            PrinterColumn("Warning", '.status.conditions[?(@.type=="Warning")].status', priority=1),
             PrinterColumn("Heartbeat", ".status.heartbeatTime", "date"),
             AGE_COLUMN,
         ),

@@ -22,6 +22,7 @@ from kubetune.api.common import (
     KubeObject,
     LabelSelector,
     LessThan,
+    LIST_SET,
     Mode,
     Percent,
     PrinterColumn,
@@ -369,13 +370,23 @@ class DiskThresholds(KubeModel):
     check_levels = _LATENCY_LEVELS.validator
 
 
+# host:port, the host an IPv4 address, a DNS name or a bracketed IPv6 address.
+LATENCY_TARGET_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?):[0-9]{1,5}$"
+
+
 class NetworkThresholds(KubeModel):
     """Network levels."""
 
     bandwidth_warning_percent: Percent = 80
-    """Interface throughput warning level, in percent of link speed."""
+    """Interface throughput warning level, in percent of link speed (the busier direction of the
+    busiest link that reports a speed; a link whose driver reports no speed is named, not guessed)."""
     latency_warning_ms: float = Field(default=50, ge=0)
-    """TCP round-trip time warning level, ms."""
+    """Network latency warning level, ms: the TCP connect time to the latency targets (the worst one)."""
+    latency_targets: tuple[Annotated[str, Field(pattern=LATENCY_TARGET_PATTERN, max_length=260)], ...] = \
+        optional_list(8, **LIST_SET)
+    """`host:port` endpoints whose TCP connect time is the node's network latency, e.g.
+    `10.0.0.10:53`; empty = the Kubernetes API endpoint the node agent uses. Prefer IP addresses: a
+    name adds its resolution time."""
     packet_loss_warning_percent: Percent = 0.1
     """Dropped or errored packets warning level, in percent of packets."""
 
