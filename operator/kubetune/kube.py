@@ -149,6 +149,14 @@ class Kube:
               header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
               body=body, auth_settings=["BearerToken"], _return_http_data_only=True)
 
+    def patch_node_tuning_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """Merge `status` into the NodeTuning's status (the operator only writes its Ready condition
+        there, when the node's agent stopped reporting)."""
+        self._count()
+        names = constants.NODE_TUNING
+        _call(f"patch status of {names.kind} {name}", self.custom.patch_cluster_custom_object_status,
+              constants.GROUP, constants.VERSION, names.plural, name, {"status": dict(status)})
+
     def patch_node_tuning_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         self._count()
         names = constants.NODE_TUNING_POLICY

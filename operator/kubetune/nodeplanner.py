@@ -1,7 +1,10 @@
 """The node-tuning loop: every tick, resolve the NodeTuning plan of every node from the indexes
 (`kubetune.nodetuning`, pure), apply only what differs from the NodeTunings that exist (server-side
-apply), delete the kubetune-managed NodeTunings nothing asks for any more (the agent then restores the
-node's originals), and report on each NodeTuningPolicy (matchedNodes, Ready, Conflict).
+apply; a node no policy reaches gets the monitoring-only plan), delete the kubetune-managed NodeTunings
+of nodes that are gone, mark a NodeTuning whose agent stopped reporting (Ready=False,
+AgentNotReporting, and a Warning Event on it), and report on each NodeTuningPolicy (matchedNodes,
+Ready, Conflict). A plan change on an existing NodeTuning is a Normal Event on it, so
+`kubectl describe nt NODE` tells what the operator asked and when the agent went quiet.
 
 One operator per cluster is assumed for node tuning: an operator restricted to some namespaces sees
 only their PerformancePolicies, so two such installs would overwrite each other's process entries.
@@ -12,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from kubetune import constants
 from kubetune.api.common import Mode
-from kubetune.api.nodetuning import BlockDevice
+from kubetune.api.nodetuning import AGENT_NOT_REPORTING, READY, BlockDevice
 from kubetune.api.performancepolicy import ProcessTuning
 from kubetune.records import PolicyRecord, conflicting
 from kubetune.kube import Kube, KubeError
@@ -36,7 +39,9 @@ from kubetune.nodetuning import (
     normalised_spec,
     policy_status,
     resolve_node_tunings,
+    stale_agent_message,
 )
+from kubetune.status import set_condition
 from kubetune.settings import OperatorSettings
 from kubetune.workloads import PodRecord, WorkloadRef
 
@@ -53,10 +58,30 @@ class NodeTuningRecord:
     annotations: Mapping[str, str]
     spec: Mapping[str, Any] | None
     block_devices: tuple[BlockDevice, ...]
+    uid: str = ""
+    generation: int | None = None
+    created: datetime | None = None
+    heartbeat: datetime | None = None
+    interval_seconds: float | None = None
+    conditions: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
     @property
     def managed(self) -> bool:
         return self.labels.get(MANAGED_BY_LABEL) == MANAGED_LABELS[MANAGED_BY_LABEL]
+
+    @property
+    def marked_not_reporting(self) -> bool:
+        ready = next((c for c in self.conditions if c.get("type") == READY), {})
+        return ready.get("status") == "False" and ready.get("reason") == AGENT_NOT_REPORTING
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def node_tuning_record(meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]) -> NodeTuningRecord:
@@ -67,7 +92,12 @@ def node_tuning_record(meta: Mapping[str, Any], spec: Mapping[str, Any], status:
         except ValueError:
             continue  # one odd device must not hide the others
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k == CONFLICTS_ANNOTATION}
-    return NodeTuningRecord(dict(meta.get("labels") or {}), annotations, normalised_spec(spec), tuple(devices))
+    interval = status.get("reportingIntervalSeconds")
+    return NodeTuningRecord(dict(meta.get("labels") or {}), annotations, normalised_spec(spec), tuple(devices),
+                            uid=meta.get("uid", ""), generation=meta.get("generation"), created=_time(meta.get("creationTimestamp")),
+                            heartbeat=_time(status.get("heartbeatTime")),
+                            interval_seconds=float(interval) if isinstance(interval, (int, float)) else None,
+                            conditions=tuple(dict(c) for c in status.get("conditions") or []))
 
 
 def node_facts(labels: Mapping[str, str], allocatable: Mapping[str, str]) -> NodeFacts:
@@ -126,6 +156,8 @@ def _now() -> datetime:
 
 
 class NodePlanner:
+    """Applies the resolved plans, marks silent agents and reports on NodeTuningPolicies."""
+
     def __init__(self, settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics,
                  clock: Callable[[], datetime] = _now):
         self.settings, self.kube, self.metrics, self.clock = settings, kube, metrics, clock
@@ -161,9 +193,12 @@ class NodePlanner:
                 log.warning("NodeTuning %s: %s", node, e)
                 continue
             self.sent[("nt", node)] = (desired, observed)
-            for line in describe_changes(node, rec.spec if rec else None, spec, result.why.get(node)) or \
-                    [f"NodeTuning {node}: labels/annotations updated ({annotations or 'no conflicts'})"]:
+            lines = describe_changes(node, rec.spec if rec else None, spec, result.why.get(node))
+            for line in lines or [f"NodeTuning {node}: labels/annotations updated ({annotations or 'no conflicts'})"]:
                 log.info("%s", line)
+            if rec and rec.uid and lines:
+                await asyncio.to_thread(self.kube.event, self._involved(node, rec), "Normal", "PlanChanged",
+                                        "; ".join(line.removeprefix(f"NodeTuning {node}: ") for line in lines))
         for node, rec in current.items():
             if node in result.specs or not rec.managed or self._unchanged(("nt", node), "deleted", ("present", rec.spec)):
                 continue
@@ -177,6 +212,8 @@ class NodePlanner:
                 log.info("%s", line)
         self.metrics.node_tunings.set(len(result.specs))
         now = self.clock()
+        for node, rec in current.items():
+            await self._mark_stale(node, rec, now)
         for record in view.node_policies:
             status = policy_status(record, result.policies.get(record.name), now)
             observed = {k: record.status.get(k) for k in status}
@@ -191,3 +228,30 @@ class NodePlanner:
             if note not in self.noted:
                 log.warning("process tuning: %s", note)
         self.noted = set(result.notes)
+
+    @staticmethod
+    def _involved(node: str, rec: NodeTuningRecord) -> dict[str, str]:
+        return {"apiVersion": constants.API_VERSION, "kind": constants.NODE_TUNING.kind, "name": node,
+                "uid": rec.uid}
+
+    async def _mark_stale(self, node: str, rec: NodeTuningRecord, now: datetime) -> None:
+        """Ready=False, AgentNotReporting, and one Warning Event, when the node's agent went quiet;
+        the agent sets Ready=True again with its next report."""
+        message = stale_agent_message(rec.heartbeat, rec.interval_seconds, rec.created, now)
+        key = ("stale", node)
+        if message is None or rec.marked_not_reporting:
+            self.sent.pop(key, None)
+            return
+        if key in self.sent:
+            return  # written; the index has not caught up yet
+        conditions = set_condition(rec.conditions, READY, False, AGENT_NOT_REPORTING, message,
+                                   generation=rec.generation, now=now)
+        try:
+            await asyncio.to_thread(self.kube.patch_node_tuning_status, node, {"conditions": conditions})
+        except KubeError as e:
+            log.warning("NodeTuning %s: %s", node, e)
+            return
+        self.sent[key] = ("marked", rec.heartbeat)
+        log.warning("NodeTuning %s: Ready False (AgentNotReporting): %s", node, message)
+        if rec.uid:
+            await asyncio.to_thread(self.kube.event, self._involved(node, rec), "Warning", AGENT_NOT_REPORTING, message)

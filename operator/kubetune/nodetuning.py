@@ -20,6 +20,11 @@ How a node's plan is resolved:
   reports in `NodeTuning.status.blockDevices` (by the class the agent derived from the rotational
   flag / NVMe name, or by a glob over the name); within one policy the first rule that sets a
   setting wins. Until the agent has reported, there are no block knobs.
+- Every node gets a NodeTuning, so every node running the agent is monitored with the default
+  thresholds from the start: a node no policy reaches has a plan with nothing to tune (`mode: Auto`,
+  so what the agent journaled earlier is restored rather than only planned) and the default
+  thresholds (`monitoring_spec`). The operator creates it, keeping the contract: operator writes
+  spec, agent writes status. A node whose agent never reports then shows `AgentNotReporting`.
 - Process tuning comes from PerformancePolicies in `Auto` mode (a Recommend policy promises to change
   nothing), for the pods of their target that are on a known node and not finished. `nice` is clamped
   to the operator's floor and to the highest `processTuning.minNice` among the node's NodeTuningPolicies;
@@ -358,8 +363,6 @@ def resolve_node_tunings(nodes: Mapping[str, NodeFacts], node_policies: Iterable
         limits = process_limits(active, min_nice)
         processes = process_entries(node, facts, requests, limits, _previous_cpus(existing.get(node)),
                                     notes) if requests else []
-        if not active and not processes:
-            continue
         if len(processes) > MAX_PROCESSES:
             notes.append(f"node {node}: {len(processes)} process entries, only the first {MAX_PROCESSES} kept")
             processes = processes[:MAX_PROCESSES]
@@ -376,8 +379,12 @@ def _spec(active: Sequence[NodeTuningPolicyRecord], winners: Mapping[str, Winner
     why: dict[str, str] = {}
     cautious = [p.ref for p in active if p.spec.mode is Mode.RECOMMEND]
     mode = NodeTuningMode.RECOMMEND if cautious else NodeTuningMode.AUTO
-    why["mode"] = (f"Recommend: {', '.join(cautious)} in Recommend mode" if cautious
-                   else f"Auto: every contributing policy is Auto ({', '.join(p.ref for p in active) or 'process tuning only'})")
+    if cautious:
+        why["mode"] = f"Recommend: {', '.join(cautious)} in Recommend mode"
+    elif active or processes:
+        why["mode"] = f"Auto: every contributing policy is Auto ({', '.join(p.ref for p in active) or 'process tuning only'})"
+    else:
+        why["mode"] = "Auto: no policy contributes; nothing to tune, the default thresholds are watched"
     knobs = [Knob(key=k, value=w.candidate.value, policy=w.candidate.policy, reason=w.reason())
              for k, w in winners.items() if not k.startswith(("adaptive.", "thresholds."))][:MAX_KNOBS]
 
@@ -407,6 +414,37 @@ def _spec(active: Sequence[NodeTuningPolicyRecord], winners: Mapping[str, Winner
                           processes=tuple(sorted(processes, key=lambda p: (p.namespace, p.pod_name, p.container_name))),
                           thresholds=thresholds)
     return spec.to_dict(), why
+
+
+def monitoring_spec() -> dict[str, Any]:
+    """The NodeTuning spec of a node no policy reaches: nothing to tune, default thresholds."""
+    return _spec([], {}, [])[0]
+
+
+# --- staleness: the agent stopped reporting -------------------------------------------------------
+
+STALE_AFTER_INTERVALS = 3
+DEFAULT_AGENT_INTERVAL_SECONDS = 10.0  # the agent's default; a NodeTuning it never reported on has none
+
+
+def stale_agent_message(heartbeat: datetime | None, interval_seconds: float | None, created: datetime | None,
+                        now: datetime) -> str | None:
+    """Why the node's agent counts as not reporting, or None while it reports: its heartbeat is older
+    than three of its own reporting intervals (or it never reported, three intervals after the
+    NodeTuning was created, which gives a starting agent time for its first two samples)."""
+    interval = interval_seconds or DEFAULT_AGENT_INTERVAL_SECONDS
+    limit = STALE_AFTER_INTERVALS * interval
+    if heartbeat is None:
+        if created is None or (now - created).total_seconds() <= limit:
+            return None
+        return (f"no node agent has reported since the NodeTuning was created {created.isoformat()} "
+                f"(is the agent's DaemonSet scheduled on this node?)")
+    age = (now - heartbeat).total_seconds()
+    if age <= limit:
+        return None
+    return (f"the node agent's last heartbeat was {age:.0f}s ago at {heartbeat.isoformat()}, more than "
+            f"{STALE_AFTER_INTERVALS} reporting intervals of {interval:g}s; thresholds and knobs are not "
+            f"watched on this node until it reports again")
 
 
 # --- status and explanations ----------------------------------------------------------------------
@@ -462,8 +500,7 @@ def describe_changes(node: str, old: Mapping[str, Any] | None, new: Mapping[str,
     """One line per change between two NodeTuning specs: what, from, to, why."""
     why = why or {}
     if new is None:
-        return [f"NodeTuning {node}: deleted (no NodeTuningPolicy or process tuning applies any more; "
-                f"the agent restores the originals)"]
+        return [f"NodeTuning {node}: deleted (the node is gone)"]
     old = old or {}
     lines = []
     prefix = f"NodeTuning {node}" + (": created" if not old else "")

@@ -150,6 +150,7 @@ OPERATOR_MAY = [
     *[(v, r, "status") for r in ("performancepolicies.kubetune.io", "nodetuningpolicies.kubetune.io")
       for v in ("get", "patch", "update")],
     *[(v, "nodetunings.kubetune.io", "") for v in ("get", "list", "watch", "create", "update", "patch", "delete")],
+    *[(v, "nodetunings.kubetune.io", "status") for v in ("get", "patch")],
     *[(v, "pods", "") for v in ("get", "list", "watch")],
     ("get", "pods", "resize"), ("patch", "pods", "resize"),
     *[(v, f"{r}.apps", "") for r in ("deployments", "statefulsets", "daemonsets") for v in ("get", "list", "watch", "patch")],
@@ -174,13 +175,13 @@ AGENT_MAY = [
     *[(v, "nodetunings.kubetune.io", "") for v in ("get", "list", "watch")],
     *[(v, "nodetunings.kubetune.io", "status") for v in ("get", "patch", "update")],
     *[(v, r, "") for r in ("events", "events.events.k8s.io") for v in ("create", "patch")],
-    ("get", "nodes", ""), ("get", "pods", ""),
+    ("get", "nodes", ""), ("get", "pods", ""), ("list", "pods", ""),
 ]
 AGENT_MAY_NOT = [
     ("patch", "nodetunings.kubetune.io", ""), ("create", "nodetunings.kubetune.io", ""),
     ("delete", "nodetunings.kubetune.io", ""), ("get", "performancepolicies.kubetune.io", ""),
     ("get", "nodetuningpolicies.kubetune.io", ""), ("get", "secrets", ""), ("list", "secrets", ""),
-    ("list", "pods", ""), ("delete", "pods", ""), ("patch", "pods", "resize"), ("list", "nodes", ""),
+    ("delete", "pods", ""), ("patch", "pods", "resize"), ("list", "nodes", ""),
     ("patch", "nodes", ""), ("patch", "nodes", "status"), ("get", "configmaps", ""),
     ("patch", "deployments.apps", ""), ("create", "pods", "exec"),
 ]

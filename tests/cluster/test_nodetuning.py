@@ -1,6 +1,8 @@
 """Node-tuning resolution end to end: `kubetune-operator` as a real process against the real API server
 with kwok nodes (kwok-node-0 and kwok-node-2 are labelled `kubetune.io/pool=general`, kwok-node-1
-`batch`). NodeTuning objects follow node labels, NodeTuningPolicies and PerformancePolicy process tuning.
+`batch`). NodeTuning objects follow node labels, NodeTuningPolicies and PerformancePolicy process tuning;
+every node has one (a node no policy reaches has the monitoring-only plan), and one whose agent does not
+report is marked AgentNotReporting (no agent runs for the kwok nodes here).
 
 NodeTuningPolicies and node labels are cluster-wide and the cluster is shared by the session: every
 test removes what it created in `finally`.
@@ -29,9 +31,19 @@ def operator(cluster, crds, prometheus, namespace, tmp_path):
     print(op.log()[-4000:])
 
 
-def node_tunings(cluster) -> dict[str, dict]:
+def all_node_tunings(cluster) -> dict[str, dict]:
     out = cluster.kubectl("get", "nodetunings", "-l", MANAGED, "-o", "json").stdout
     return {o["metadata"]["name"]: o for o in json.loads(out)["items"]}
+
+
+def monitoring_only(obj) -> bool:
+    spec = obj["spec"]
+    return not (spec.get("knobs") or spec.get("processes") or spec.get("adaptive"))
+
+
+def node_tunings(cluster) -> dict[str, dict]:
+    """The NodeTunings that tune something (every other node's plan only watches the thresholds)."""
+    return {name: o for name, o in all_node_tunings(cluster).items() if not monitoring_only(o)}
 
 
 def knobs(obj) -> dict[str, dict]:
@@ -77,7 +89,7 @@ def test_node_tunings_follow_labels_priorities_and_policies(cluster, operator):
         cluster.kubectl("label", "node", "kwok-node-1", f"{POOL}=general", "--overwrite")
         wait_for("a NodeTuning for kwok-node-1", lambda: "kwok-node-1" in node_tunings(cluster))
         cluster.kubectl("label", "node", "kwok-node-1", f"{POOL}=batch", "--overwrite")
-        wait_for("kwok-node-1's NodeTuning deleted", lambda: "kwok-node-1" not in node_tunings(cluster))
+        wait_for("kwok-node-1's NodeTuning back to monitoring only", lambda: "kwok-node-1" not in node_tunings(cluster))
 
         # A higher priority overrides the field it sets; the node's mode follows the most cautious policy.
         node_policy(cluster, "e2e-db", priority=10, **somaxconn("8192"))
@@ -104,10 +116,10 @@ def test_node_tunings_follow_labels_priorities_and_policies(cluster, operator):
         wait_for("the conflict resolved", lambda: knobs(node_tunings(cluster)["kwok-node-0"])
                  .get("sysctl.net.core.somaxconn", {}).get("value") == "8192")
 
-        # Nothing applies any more: the NodeTunings go (the agent restores the originals).
+        # Nothing applies any more: the plans keep only the thresholds (the agent restores the originals).
         cluster.kubectl("delete", "nodetuningpolicy", "e2e-general", "e2e-db")
-        wait_for("every NodeTuning deleted", lambda: node_tunings(cluster) == {})
-        assert "NodeTuning kwok-node-0: deleted" in operator.log()
+        wait_for("every NodeTuning monitoring only", lambda: node_tunings(cluster) == {})
+        assert "NodeTuning kwok-node-0: sysctl.net.core.somaxconn 8192 -> unset" in operator.log()
         assert "sysctl.net.core.somaxconn 4096 -> 8192" in operator.log()
     finally:
         cleanup(cluster, *policies)
@@ -145,6 +157,36 @@ def test_process_tuning_of_a_performance_policy_is_clamped(cluster, operator, na
             nt["spec"].get("processes") for nt in node_tunings(cluster).values()))
         assert set(node_tunings(cluster)) == {"kwok-node-0", "kwok-node-2"}
         cluster.kubectl("delete", "nodetuningpolicy", "e2e-limits")
-        wait_for("every NodeTuning deleted", lambda: node_tunings(cluster) == {})
+        wait_for("every NodeTuning monitoring only", lambda: node_tunings(cluster) == {})
     finally:
         cleanup(cluster, "e2e-limits")
+
+
+def events_on(cluster, kind: str, name: str, reason: str) -> list[dict]:
+    out = cluster.kubectl("get", "events", "-A", "-o", "json", "--field-selector",
+                          f"involvedObject.kind={kind},involvedObject.name={name},reason={reason}").stdout
+    return json.loads(out)["items"]
+
+
+def test_every_node_has_a_node_tuning_and_a_silent_agent_is_visible(cluster, operator):
+    """No policy at all: every node still gets a NodeTuning with the default thresholds, and since no
+    agent reports for these kwok nodes, each is Ready=False AgentNotReporting with a Warning Event on it
+    (what `kubectl describe nt` shows)."""
+    nodes = {n["metadata"]["name"] for n in json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]}
+    nts = wait_for("a NodeTuning for every node", lambda: (n := all_node_tunings(cluster)) and set(n) >= nodes and n)
+    spec = nts["kwok-node-0"]["spec"]
+    assert spec["thresholds"]["cpu"]["criticalPercent"] == 85 and spec["thresholds"]["network"]["bandwidthWarningPercent"] == 80
+    # The agent interval is unknown until an agent reports: three default intervals (30 s) after creation.
+    ready = wait_for("kwok-node-0 marked AgentNotReporting",
+                     lambda: condition(all_node_tunings(cluster)["kwok-node-0"], "Ready").get("reason")
+                     == "AgentNotReporting" and condition(all_node_tunings(cluster)["kwok-node-0"], "Ready"),
+                     timeout=90)
+    assert ready["status"] == "False" and "no node agent has reported" in ready["message"], ready
+    event = wait_for("an AgentNotReporting Event on the NodeTuning",
+                     lambda: events_on(cluster, "NodeTuning", "kwok-node-0", "AgentNotReporting"), timeout=30)[-1]
+    assert event["type"] == "Warning" and event["involvedObject"]["uid"] == nts["kwok-node-0"]["metadata"]["uid"]
+    described = cluster.kubectl("describe", "nodetuning", "kwok-node-0").stdout
+    assert "AgentNotReporting" in described, described
+    printed = cluster.kubectl("get", "nt", "kwok-node-0").stdout
+    assert printed.split("\n")[0].split()[:3] == ["NAME", "READY", "APPLIED"], printed
+    assert printed.split("\n")[1].split()[1] == "False", printed

@@ -18,10 +18,12 @@ from kubetune.nodetuning import (
     NodeTuningPolicyRecord,
     ProcessRequest,
     describe_changes,
+    monitoring_spec,
     normalised_spec,
     policy_status,
     resolve_node_tunings,
     selector_matches,
+    stale_agent_message,
 )
 from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef
 
@@ -49,6 +51,11 @@ def knobs(spec) -> dict[str, str]:
 
 def run(policies, requests=(), devices=None, nodes=NODES, min_nice=-10, existing=None):
     return resolve_node_tunings(nodes, policies, requests, devices or {}, min_nice=min_nice, existing=existing)
+
+
+def tuned(result) -> list[str]:
+    """The nodes whose plan tunes something (every other node has the monitoring-only plan)."""
+    return sorted(node for node, spec in result.specs.items() if spec != monitoring_spec())
 
 
 # --- selectors ------------------------------------------------------------------------------------
@@ -80,17 +87,45 @@ def test_selector(selector, labels, expected):
 
 def test_policy_applies_to_exactly_the_matching_nodes():
     result = run([ntp("general", **sysctl("net.core.somaxconn", "4096"))])
-    assert sorted(result.specs) == ["n0", "n2"]
+    assert tuned(result) == ["n0", "n2"]
     assert knobs(result.specs["n0"]) == {"sysctl.net.core.somaxconn": "4096"}
     assert result.policies["general"].matched_nodes == ["n0", "n2"]
     assert result.specs["n0"]["knobs"][0]["policy"] == "NodeTuningPolicy/general"
     NodeTuningSpec.model_validate(result.specs["n0"])  # valid wire form
 
 
-def test_node_no_longer_matched_gets_no_node_tuning():
+def test_node_no_longer_matched_gets_the_monitoring_only_plan():
     nodes = {**NODES, "n2": NodeFacts({"kubetune.io/pool": "batch"})}
     result = run([ntp("general", **sysctl("net.core.somaxconn", "4096"))], nodes=nodes)
-    assert sorted(result.specs) == ["n0"]
+    assert tuned(result) == ["n0"]
+    assert result.specs["n2"] == monitoring_spec()
+
+
+def test_every_node_gets_a_node_tuning_with_the_default_thresholds_even_without_policies():
+    result = run([])
+    assert sorted(result.specs) == ["n0", "n1", "n2"]
+    spec = NodeTuningSpec.model_validate(result.specs["n1"])
+    # Auto with nothing to tune: what the agent journaled earlier is restored, not only planned.
+    assert spec.mode.value == "Auto" and not spec.knobs and not spec.processes and spec.adaptive is None
+    assert spec.thresholds.cpu.critical_percent == 85 and spec.thresholds.network.bandwidth_warning_percent == 80
+    assert "no policy contributes" in result.why["n1"]["mode"]
+
+
+@pytest.mark.parametrize("heartbeat_age, interval, created_age, stale", [
+    (5, 10.0, 3600, False),       # reporting
+    (30, 10.0, 3600, False),      # exactly three intervals: still fine
+    (31, 10.0, 3600, True),       # older than three intervals
+    (4, 1.0, 3600, True),         # a 1 s agent is stale after 3 s
+    (None, None, 20, False),      # never reported, NodeTuning just created: the agent is starting
+    (None, None, 31, True),       # never reported, three default intervals after creation
+], ids=["fresh", "at-limit", "stale", "fast-agent", "starting", "never-reported"])
+def test_stale_agent_message(heartbeat_age, interval, created_age, stale):
+    from datetime import timedelta
+    heartbeat = None if heartbeat_age is None else NOW - timedelta(seconds=heartbeat_age)
+    message = stale_agent_message(heartbeat, interval, NOW - timedelta(seconds=created_age), NOW)
+    assert (message is not None) == stale, message
+    if stale and heartbeat is not None:
+        assert f"{heartbeat_age}s ago" in message
 
 
 @pytest.mark.parametrize("policies, expected, conflict", [
@@ -171,8 +206,9 @@ def test_mode_is_the_most_cautious_of_the_contributing_policies(modes, expected)
     assert run(policies).specs["n0"]["mode"] == expected
 
 
-def test_only_off_policies_mean_no_node_tuning():
-    assert run([ntp("a", mode="Off", **sysctl("net.core.somaxconn", "1024"))]).specs == {}
+def test_only_off_policies_mean_monitoring_only():
+    result = run([ntp("a", mode="Off", **sysctl("net.core.somaxconn", "1024"))])
+    assert tuned(result) == [] and result.policies["a"].matched_nodes == ["n0", "n2"]
 
 
 # --- block devices --------------------------------------------------------------------------------
@@ -234,7 +270,7 @@ def test_nice_is_clamped(asked, node_min, floor, expected):
 def test_process_tuning_on_a_node_without_node_policy_uses_the_floor_and_is_auto():
     result = run([], [request(pod("a", "n1"), nice=-15)], min_nice=-8)
     assert processes(result.specs["n1"])[("a", "app")]["nice"] == -8
-    assert result.specs["n1"]["mode"] == "Auto" and list(result.specs) == ["n1"]
+    assert result.specs["n1"]["mode"] == "Auto" and tuned(result) == ["n1"]
 
 
 @pytest.mark.parametrize("policies, node, pinned", [
@@ -266,7 +302,7 @@ def test_process_entries_follow_pods_containers_and_phases():
     pods = [pod("a", "n0", containers=("app", "sidecar")), pod("b", "n1"), pod("done", "n0", phase="Succeeded"),
             pod("pending", None, phase="Pending"), pod("gone", "n9")]
     result = run([], [request(*pods, containers=["app"], ioClass="BestEffort", ioPriority=2)])
-    assert sorted(result.specs) == ["n0", "n1"]
+    assert tuned(result) == ["n0", "n1"]
     assert list(processes(result.specs["n0"])) == [("a", "app")]
     entry = processes(result.specs["n0"])[("a", "app")]
     assert entry["ioClass"] == "BestEffort" and entry["ioPriority"] == 2 and "nice" not in entry
@@ -275,7 +311,7 @@ def test_process_entries_follow_pods_containers_and_phases():
 
 def test_socket_buffers_alone_are_not_a_node_entry():
     result = run([], [request(pod("a", "n0"), socketBuffers={"receiveMaxBytes": 1 << 20})])
-    assert result.specs == {}
+    assert tuned(result) == []
 
 
 def pp(name, mode="Auto", target="checkout", created="2026-01-01T00:00:00Z", **tuning) -> PolicyRecord:
@@ -352,3 +388,80 @@ def test_describe_changes_says_from_to_and_why():
     assert any("sysctl.net.core.somaxconn 1024 -> 8192" in line and "NodeTuningPolicy/db" in line for line in lines)
     assert any("mode Auto -> Recommend" in line and "NodeTuningPolicy/db" in line for line in lines)
     assert "deleted" in describe_changes("n0", old, None)[0]
+
+
+# --- the planner: staleness marking, with a fake at the Kubernetes seam ------------------------------
+
+
+class PlannerKube:
+    """Records what the planner asks of the API server."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def apply_node_tuning(self, name, spec, labels, annotations=None):
+        self.calls.append(("apply", name))
+
+    def delete_node_tuning(self, name):
+        self.calls.append(("delete", name))
+
+    def patch_node_tuning_status(self, name, status):
+        self.calls.append(("status", name, status))
+
+    def patch_node_tuning_policy_status(self, name, status):
+        self.calls.append(("policy-status", name))
+
+    def event(self, involved, type_, reason, message):
+        self.calls.append(("event", involved["kind"], involved["name"], involved["uid"], type_, reason, message))
+
+
+def nt_record(heartbeat_age: float | None, conditions=(), interval=1.0) -> NodeTuningRecord:
+    from datetime import timedelta
+    return NodeTuningRecord(
+        {"app.kubernetes.io/managed-by": "kubetune"}, {}, monitoring_spec(), (), uid="uid-nt", generation=4,
+        created=NOW - timedelta(hours=1), interval_seconds=interval,
+        heartbeat=None if heartbeat_age is None else NOW - timedelta(seconds=heartbeat_age),
+        conditions=tuple(conditions))
+
+
+def plan_once(records, kube):
+    import asyncio
+
+    from kubetune.metrics import OperatorMetrics
+    from kubetune.nodeplanner import NodePlanner
+    from kubetune.settings import OperatorSettings
+    from prometheus_client import CollectorRegistry
+
+    planner = NodePlanner(OperatorSettings(), kube, OperatorMetrics(CollectorRegistry()), clock=lambda: NOW)
+    view = NodeView(nodes={n: NodeFacts({}) for n in records}, node_policies=[], performance_policies=[],
+                    pods={}, node_tunings=records)
+    asyncio.run(planner.cycle(view))
+    return planner
+
+
+def test_a_silent_agent_is_marked_not_reporting_once_with_an_event_on_the_node_tuning():
+    applied = {"type": "Applied", "status": "True", "reason": "Applied", "message": "3 settings in place",
+               "lastTransitionTime": "2026-11-27T11:00:00Z", "observedGeneration": 4}
+    kube = PlannerKube()
+    planner = plan_once({"n0": nt_record(heartbeat_age=2), "n1": nt_record(heartbeat_age=60, conditions=[applied])},
+                        kube)
+    patches = [c for c in kube.calls if c[0] == "status"]
+    assert [p[1] for p in patches] == ["n1"]  # n0 reported 2 s ago: fine at a 1 s interval
+    conditions = {c["type"]: c for c in patches[0][2]["conditions"]}
+    assert conditions["Applied"] == applied  # the agent's conditions are kept
+    ready = conditions["Ready"]
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "AgentNotReporting", 4)
+    assert "60s ago" in ready["message"]
+    events = [c for c in kube.calls if c[0] == "event"]
+    assert events == [("event", "NodeTuning", "n1", "uid-nt", "Warning", "AgentNotReporting", ready["message"])]
+    # Nothing is applied: both NodeTunings already hold the plan they should.
+    assert not [c for c in kube.calls if c[0] in ("apply", "delete")]
+
+    # Marked: the next cycle (the index now shows the condition) writes nothing again.
+    kube.calls.clear()
+    import asyncio
+    marked = nt_record(heartbeat_age=65, conditions=[applied, ready])
+    view = NodeView(nodes={"n1": NodeFacts({})}, node_policies=[], performance_policies=[], pods={},
+                    node_tunings={"n1": marked})
+    asyncio.run(planner.cycle(view))
+    assert kube.calls == []
