@@ -567,8 +567,11 @@ def _finish(action: Action, rule: str, plan: _Plan, evidence: list[str], inputs:
     applied = [a for a in inputs.past_actions if a.applied and a.changes]
     cooldown = parse_duration(spec.scaling.cooldown)
     if applied and now - applied[0].time < cooldown:
-        wait = applied[0].time + cooldown - now
-        return Decision(Reason.COOLDOWN, f"{rule} wants {summary}; cooling down for {_fmt(wait)} more",
+        until = applied[0].time + cooldown
+        # An absolute time, not "for 4m59s more": the message stays the same from cycle to cycle, so
+        # the status is not rewritten every evaluation of a cooling-down policy.
+        return Decision(Reason.COOLDOWN, f"{rule} wants {summary}; cooling down until {until:%Y-%m-%dT%H:%M:%SZ} "
+                        f"(cooldown {spec.scaling.cooldown})",
                         recommendation_gap=gap(f"cooldown {spec.scaling.cooldown}"), **held)
     last_hour = [a for a in applied if now - a.time < timedelta(hours=1)]
     if len(last_hour) >= spec.scaling.max_changes_per_hour:
@@ -579,8 +582,3 @@ def _finish(action: Action, rule: str, plan: _Plan, evidence: list[str], inputs:
     verb = "" if auto else "recommended (mode Recommend): "
     return Decision(reason, f"{verb}{summary}", apply=auto,
                     recommendation_gap=gap(f"one step is at most stepPercent {spec.scaling.step_percent}%"), **held)
-
-
-def _fmt(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

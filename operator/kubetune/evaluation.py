@@ -251,8 +251,10 @@ class Evaluator:
     async def _gather(self, facts: PolicyFacts, batch: Batch, now: datetime) -> PolicyFacts:
         if batch.results is None:
             return PolicyFacts(**{**facts.__dict__, "prometheus_error": batch.error})
+        signals = self.gather.joined(facts, batch.results)
         try:
-            signals = await asyncio.to_thread(self.gather.signals, facts, batch.results, now)
+            if self.gather.needs_queries(facts.policy.spec):
+                signals = await asyncio.to_thread(self.gather.completed, facts, signals, now)
         except PrometheusUnavailable as e:
             return PolicyFacts(**{**facts.__dict__, "prometheus_error": str(e)})
         return PolicyFacts(**{**facts.__dict__, "signals": signals})

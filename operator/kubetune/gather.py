@@ -84,13 +84,29 @@ class PolicyMetrics:
     def __init__(self, prometheus: Prometheus, settings: OperatorSettings):
         self.prometheus, self.settings = prometheus, settings
 
-    def signals(self, facts: PolicyFacts, results: Mapping[str, Samples], now: datetime) -> WorkloadSignals:
-        """The batched answer joined with the pods, completed with the policy's own queries."""
+    @staticmethod
+    def joined(facts: PolicyFacts, results: Mapping[str, Samples]) -> WorkloadSignals:
+        """The batched answer joined with the pods (pure, no query)."""
         policy, spec = facts.policy, facts.policy.spec
         latency = spec.metrics.latency if spec.metrics else None
-        signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
-                                   histogram=latency.histogram if latency else None,
-                                   percentiles=latency.percentiles if latency else ())
+        return workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
+                                histogram=latency.histogram if latency else None,
+                                percentiles=latency.percentiles if latency else ())
+
+    @staticmethod
+    def needs_queries(spec: PerformancePolicySpec) -> bool:
+        """Whether the policy asks Prometheus anything of its own: application metric templates, `for`
+        windows of workload rules, or (for anomaly detection) its latency and error-rate series."""
+        metrics = spec.metrics
+        if not metrics:
+            return bool(workload_sustained_keys(spec))
+        return bool(metrics.error_rate or metrics.throughput or (metrics.latency and metrics.latency.query)
+                    or (spec.anomaly_detection.enabled and metrics.latency) or workload_sustained_keys(spec))
+
+    def completed(self, facts: PolicyFacts, signals: WorkloadSignals, now: datetime) -> WorkloadSignals:
+        """`signals` completed with the policy's own queries (synchronous: run it off the event loop)."""
+        policy, spec = facts.policy, facts.policy.spec
+        latency = spec.metrics.latency if spec.metrics else None
         q = workload_queries(policy, facts.running, self.settings.rate_window)
         sources = metric_sources(spec, q)
         scalar = self.prometheus.scalar

@@ -26,6 +26,7 @@ MI = 2**20
 class FakeKube:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # the policy's status as the API server holds it
+    by_policy: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # the same, per policy
     refuse_resize: KubeError | None = None
 
     def resize_pod(self, namespace: str, name: str, containers: Mapping[str, Any]) -> None:
@@ -40,6 +41,7 @@ class FakeKube:
     def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(("status", dict(status)))
         self.status.update(status)  # a JSON merge patch of top-level fields
+        self.by_policy.setdefault((namespace, name), {}).update(status)
 
     def event(self, involved: Mapping[str, str], type_: str, reason: str, message: str) -> None:
         self.calls.append(("event", (involved["kind"], type_, reason, message)))

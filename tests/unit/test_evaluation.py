@@ -433,3 +433,12 @@ async def test_jump_to_recommendation_reaches_it_in_one_bounded_step():
     (_, patch), _ = kube.of("resize")
     assert patch["app"]["requests"]["cpu"] == "1150m"
     assert cond(kube, ConditionType.CONVERGING).status.value == "False"
+
+
+async def test_latency_histogram_series_feed_anomaly_detection():
+    body = spec(metrics={"latency": {"histogram": "http_request_duration_seconds"}}, anomalyDetection={"enabled": True})
+    spike = lambda at: tuple((at - 300 + 15 * i, 0.1 + 0.001 * (i % 3) if i < 19 else 0.9) for i in range(20))  # noqa: E731
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.2), ranges=[("http_request_duration_seconds_bucket", spike)])
+    kube = await evaluate(policy(body), prom)
+    c = cond(kube, ConditionType.ANOMALY_DETECTED)
+    assert c.status.value == "True" and "latencyP95Ms" in c.message
