@@ -224,11 +224,126 @@ class NodeTuningWatch:
                 log.warning("event on %s %s not recorded: %s", involved.kind, node, error.reason)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kubetune-agent", description=__doc__.splitlines()[0])
+# Every setting, as `--help` lists it: (environment variable, AgentSettings field, what it is).
+SETTINGS_HELP = (
+    ("KUBETUNE_HOST_ROOT", "host_root", "where the host's /proc and /sys are seen (/host in the DaemonSet)"),
+    ("KUBETUNE_JOURNAL_DIR", "journal_dir", "on-host journal of original values (a hostPath under /run)"),
+    ("KUBETUNE_COLLECTION_INTERVAL_SECONDS", "collection_interval_seconds",
+     "seconds between samples and reconciliations (0.1..3600)"),
+    ("KUBETUNE_METRICS_ADDRESS", "metrics_address", "address of /metrics"),
+    ("KUBETUNE_METRICS_PORT", "metrics_port", "port of /metrics"),
+    ("KUBETUNE_LATENCY_TARGETS", "latency_targets",
+     "comma-separated host:port pairs whose TCP connect time is the latency metric; unset = the API server"),
+    ("NODE_NAME", "node_name", "the Node and NodeTuning this agent serves (required unless --metrics-only)"),
+)
+ENV_HEALTH_PORT = "KUBETUNE_HEALTH_PORT"
+# Off unless asked for (the chart sets 9611): several agents on one machine (tests, the demo) must not collide.
+DEFAULT_HEALTH_PORT = 0
+
+
+def settings_help() -> str:
+    defaults = AgentSettings.__dataclass_fields__
+    lines = ["settings (environment variables; a bad value stops start-up naming the variable):"]
+    for env, name, text in SETTINGS_HELP:
+        field_ = defaults[name]
+        default = field_.default_factory() if callable(field_.default_factory) else field_.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        lines += [f"  {env} (default: {shown or 'unset'})", f"      {text}"]
+    lines += [f"  {ENV_HEALTH_PORT} (default: {DEFAULT_HEALTH_PORT})",
+              "      port of /healthz and /readyz (the same as --health-port; 0 = off; the chart sets 9611)"]
+    return "\n".join(lines)
+
+
+class Heartbeat:
+    """When the agent last finished a cycle. Ready after the first; alive while cycles keep coming
+    (a loop stuck for three intervals plus a grace is restarted by the liveness probe)."""
+
+    def __init__(self, interval_seconds: float, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.last: float | None = None
+        self.stale_after = 3 * interval_seconds + 30
+
+    def beat(self) -> None:
+        self.last = self.clock()
+
+    def ready(self) -> bool:
+        return self.last is not None
+
+    def alive(self) -> bool:
+        return self.clock() - (self.started if self.last is None else self.last) <= self.stale_after
+
+    def around(self, cycle):
+        def beating(*args, **kwargs):
+            report = cycle(*args, **kwargs)
+            self.beat()
+            return report
+        return beating
+
+
+def serve_health(heartbeat: Heartbeat, address: str, port: int):
+    """/healthz (liveness) and /readyz (readiness) from a daemon thread: 200 or 503."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import socket
+    import threading
+
+    checks = {"/healthz": heartbeat.alive, "/readyz": heartbeat.ready}
+
+    class HealthHandler(BaseHTTPRequestHandler):
+        timeout = 10
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            check = checks.get(self.path.split("?", 1)[0])
+            if check is None:
+                self.send_error(404)
+                return
+            ok = check()
+            body = b"ok\n" if ok else b"no cycle finished in time\n"
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # a line per probe would be the loudest thing in the log
+
+    server_class = type("HealthServer", (HTTPServer,), {"address_family": socket.AF_INET6}) \
+        if ":" in address else HTTPServer
+    server = server_class((address, port), HealthHandler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True,
+                     name="health").start()
+    return server
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port 0..65535 ({ENV_HEALTH_PORT} or --health-port)")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    import os
+
+    from kubetune import __version__  # one distribution, one version
+
+    parser = argparse.ArgumentParser(
+        prog="kubetune-agent", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=settings_help(),
+        description="The kubetune node agent: samples the host, applies the NodeTuning named NODE_NAME within "
+                    "its allow-listed knobs (originals journaled) and reports in its status and on /metrics.")
+    parser.add_argument("--version", action="version", version=f"kubetune-agent {__version__}")
     parser.add_argument("--metrics-only", action="store_true",
                         help="collect and serve /metrics only: no Kubernetes, no host writes")
-    args = parser.parse_args(argv)
+    # A string default goes through `type` too, so a bad KUBETUNE_HEALTH_PORT is a usage error naming it.
+    parser.add_argument("--health-port", type=_port, metavar="PORT",
+                        default=os.environ.get(ENV_HEALTH_PORT, str(DEFAULT_HEALTH_PORT)),
+                        help=f"port of /healthz and /readyz (default {DEFAULT_HEALTH_PORT}, {ENV_HEALTH_PORT}; 0 = off)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Parsed before anything else: `--help` must never touch the host or a cluster.
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = AgentSettings.from_env()
@@ -237,12 +352,20 @@ def main(argv: list[str] | None = None) -> int:
         psutil.PROCFS_PATH = str(settings.host_root / "proc")  # the host's /proc (hostPID)
         agent, metrics = build_agent(settings)
         serve_metrics(metrics, settings.metrics_address, settings.metrics_port)
+        heartbeat = Heartbeat(settings.collection_interval_seconds)
+        # Every loop (watch or metrics-only) calls agent.cycle: wrapping it here beats for all of them.
+        agent.cycle = heartbeat.around(agent.cycle)  # type: ignore[method-assign]
+        if args.health_port:
+            serve_health(heartbeat, settings.metrics_address, args.health_port)
     except AgentError as error:
         print(f"kubetune-agent: {error}", file=sys.stderr)
         return 2
-    log.info("kubetune-agent: host root %s, journal %s, every %ss, metrics on :%s",
+    except OSError as error:  # a port already taken
+        print(f"kubetune-agent: cannot listen: {error}", file=sys.stderr)
+        return 2
+    log.info("kubetune-agent: host root %s, journal %s, every %ss, metrics on :%s, health on :%s",
              settings.host_root, settings.journal_dir, settings.collection_interval_seconds,
-             settings.metrics_port)
+             settings.metrics_port, args.health_port)
     if args.metrics_only:
         run_metrics_only(settings, agent)
     else:

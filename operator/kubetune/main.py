@@ -246,7 +246,20 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         memo.pods.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from kubetune import __version__
+    from kubetune.settings import settings_help
+
+    # Parsed before anything else: `--help` must never reach a cluster (a live KUBECONFIG would be acted on).
+    parser = argparse.ArgumentParser(
+        prog="kubetune-operator", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=settings_help(),
+        description="The kubetune operator: watches PerformancePolicies and NodeTuningPolicies, reads Prometheus "
+                    "and acts within each policy's bounds. Configured by environment variables only; the Helm "
+                    "chart sets them from its values.")
+    parser.add_argument("--version", action="version", version=f"kubetune-operator {__version__}")
+    parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf").setLevel(logging.WARNING)
     try:

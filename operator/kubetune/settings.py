@@ -24,7 +24,8 @@ class SettingsError(Exception):
 class OperatorSettings(BaseModel):
     """Every knob of the operator process. Environment variable = KUBETUNE_ + the upper-case name."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The attribute docstrings become field descriptions, so `kubetune-operator --help` lists them.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     """The Prometheus HTTP API (Prometheus, Thanos Query, Mimir's Prometheus API)."""
@@ -112,3 +113,14 @@ class OperatorSettings(BaseModel):
         if not self.prometheus_bearer_token_file:
             return {}
         return {"Authorization": f"Bearer {self.prometheus_bearer_token_file.read_text().strip()}"}
+
+
+def settings_help() -> str:
+    """Every setting as `--help` shows it: environment variable, default, description."""
+    lines = ["settings (environment variables; a bad value stops start-up naming the variable):"]
+    for name, field in OperatorSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, tuple) else ("" if default is None else default)
+        lines.append(f"  {ENV_PREFIX}{name.upper()} (default: {shown if shown != '' else 'unset'})")
+        lines.append(f"      {' '.join((field.description or '').split())}")
+    return "\n".join(lines)
