@@ -8,7 +8,12 @@ build, default collectors) collects on each scrape and is scraped at the same in
 utime + stime from /proc/<pid>/stat between the first scrape (start-up and imports excluded) and
 the last; RSS is VmRSS at the end (VmHWM, the peak, printed too). Defaults: 10 s interval,
 6 cycles (about a minute). KUBETUNE_BENCH_INTERVAL and KUBETUNE_BENCH_CYCLES shorten it; a shorter
-interval stays fair because both sides do one collection per interval. Prints figures; never asserts.
+interval stays fair because both sides do one collection per interval. utime and stime count clock
+ticks (10 ms), so a per-cycle figure is only as fine as 10 ms / cycles: the resolution is printed.
+
+``test_agent_cycle_profile`` profiles the agent in-process: CPU time per collection and per render
+of /metrics, then cProfile's top functions over 200 of each (where the time goes).
+Prints figures; never asserts.
 """
 
 from __future__ import annotations
@@ -89,10 +94,43 @@ def test_agent_against_node_exporter(tmp_path):
             process.terminate()
             process.wait(timeout=10)
     print(f"\n{cycles} cycles at {interval:g} s; series per scrape: agent {series['agent']}, "
-          f"node_exporter {series['node_exporter']}")
+          f"node_exporter {series['node_exporter']}; CPU resolution {1000 / TICKS / cycles:.1f} ms/cycle")
     print(f"{'':15}{'CPU ms/cycle':>14}{'RSS MiB':>10}{'peak MiB':>10}")
     for name in ("agent", "node_exporter"):
         print(f"{name:15}{per_cycle[name] * 1000:>14.1f}{rss[name]:>10.1f}{peak[name]:>10.1f}")
     ratio = per_cycle["agent"] / per_cycle["node_exporter"] if per_cycle["node_exporter"] else float("nan")
     print(f"agent / node_exporter: CPU {ratio:.2f}x (target <= 1.00), RSS "
           f"{rss['agent'] / rss['node_exporter']:.2f}x; agent RSS {rss['agent']:.1f} MiB (target <= 40)")
+
+
+def test_agent_cycle_profile(tmp_path):
+    import cProfile
+    import pstats
+
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from kubetune_agent.main import build_agent
+    from kubetune_agent.settings import AgentSettings
+
+    agent, metrics = build_agent(AgentSettings(journal_dir=tmp_path))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    agent.cycle(None)
+    rounds = 200
+    started = time.process_time()
+    for _ in range(rounds):
+        agent.cycle(None)
+    cycle = (time.process_time() - started) / rounds
+    started = time.process_time()
+    for _ in range(rounds):
+        generate_latest(registry)
+    render = (time.process_time() - started) / rounds
+    print(f"\nin-process, {rounds} rounds: collection {cycle * 1000:.2f} ms, /metrics render {render * 1000:.2f} ms")
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(rounds):
+        agent.cycle(None)
+        generate_latest(registry)
+    profile.disable()
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(20)

@@ -2,7 +2,10 @@
 kwok-node-1, with this machine as its host (host root `/`).
 
 Recommend mode writes nothing to this machine, so that test only reads /proc/sys; the Auto test
-writes vm.swappiness (root only) and puts the original back in a `finally` whatever happened.
+writes vm.swappiness (root only) and puts the original back in a `finally` whatever happened. With the
+operator beside it, the operator creates the node's NodeTuning (no policy: the monitoring-only plan)
+and marks it AgentNotReporting once the agent stops. A breach investigation names a pod bound to the
+node, whose memory a real process holds in a kubelet-shaped cgroup on this machine.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -89,6 +94,12 @@ def get_nt(cluster) -> dict:
     return json.loads(cluster.kubectl("get", "nodetuning", NODE, "-o", "json").stdout)
 
 
+def nt_if_any(cluster) -> dict:
+    """The NodeTuning, or {} while there is none (the operator has not created it yet)."""
+    done = cluster.kubectl("get", "nodetuning", NODE, "-o", "json", check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
 def knob(obj: dict, key: str) -> dict:
     return next((k for k in obj.get("status", {}).get("knobs", []) if k["key"] == key), {})
 
@@ -104,9 +115,9 @@ def observed(cluster) -> dict | None:
     return obj if status.get("observedGeneration") == obj["metadata"]["generation"] else None
 
 
-def node_events(cluster, reason: str) -> list[dict]:
+def node_events(cluster, reason: str, kind: str = "Node") -> list[dict]:
     out = cluster.kubectl("get", "events", "-n", "default", "-o", "json", "--field-selector",
-                          f"involvedObject.kind=Node,involvedObject.name={NODE},reason={reason}").stdout
+                          f"involvedObject.kind={kind},involvedObject.name={NODE},reason={reason}").stdout
     return json.loads(out)["items"]
 
 
@@ -224,8 +235,18 @@ def test_recommend_mode_reports_the_plan_and_writes_nothing(cluster, agent):
                       timeout=15)
     event = events[-1]
     assert event["type"] == "Warning" and event["source"]["component"] == "kubetune-agent", event
-    assert event["involvedObject"] == {"kind": "Node", "name": NODE, "apiVersion": "v1"}, event["involvedObject"]
+    # The Node's reference as kubelet makes it (uid = node name): `kubectl describe node` finds it.
+    assert event["involvedObject"] == {"kind": "Node", "name": NODE, "apiVersion": "v1", "uid": NODE}, \
+        event["involvedObject"]
     assert event["message"].startswith("Degraded: ")
+    # The same story on the NodeTuning, for `kubectl describe nt`.
+    on_nt = wait_for("the Degraded Event on the NodeTuning",
+                     lambda: node_events(cluster, "ThresholdExceeded", kind="NodeTuning"), timeout=15)[-1]
+    assert on_nt["involvedObject"]["uid"] == obj["metadata"]["uid"], on_nt["involvedObject"]
+    assert "ThresholdExceeded" in cluster.kubectl("describe", "nodetuning", NODE).stdout
+    # A critical level newly breached is investigated; no pod cgroup here names no pod.
+    investigated = wait_for("an Investigate Event", lambda: node_events(cluster, "Investigate"), timeout=15)[-1]
+    assert investigated["type"] == "Warning" and "memory_used_percent" in investigated["message"], investigated
 
     # The warning level (0.5 %) is crossed too: the Warning condition, and one Warning Event naming
     # the metric, value, level and sustained period for the transition, not one per cycle.
@@ -292,3 +313,96 @@ def test_auto_mode_applies_and_restores_swappiness(cluster, agent):
         if read(SWAPPINESS) != original:
             SWAPPINESS.write_text(original)
         assert read(SWAPPINESS) == original
+
+
+@pytest.fixture
+def operator(cluster, crds, prometheus, namespace, tmp_path):
+    from tests.cluster.test_operator import Operator
+
+    op = Operator(cluster, prometheus.url, namespace, tmp_path / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    print(op.log()[-3000:])
+
+
+def test_the_operator_creates_every_nodes_tuning_and_sees_a_stopped_agent(cluster, agent, operator):
+    """No NodeTuningPolicy: the operator's monitoring-only plan, the agent's conditions, the default
+    latency probe to the API server, an unknown link speed said so; then the agent stops."""
+    obj = wait_for("the agent reporting on the operator's NodeTuning",
+                   lambda: (o := nt_if_any(cluster)) and condition(o, "Ready").get("status") == "True"
+                   and o.get("status", {}).get("metrics") and o, timeout=90)
+    assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubetune"
+    assert not obj["spec"].get("knobs") and obj["spec"]["mode"] == "Auto"
+    status = obj["status"]
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Applied", "Degraded", "Warning"}
+    assert condition(obj, "Ready")["reason"] == "AgentReporting" and status["reportingIntervalSeconds"] == 1
+    # The latency probe's default target is the API server the agent talks to (loopback here).
+    latency = wait_for("a network latency figure", lambda: get_nt(cluster)["status"]["metrics"].get("networkLatencyMs"),
+                       timeout=15)
+    assert 0 < latency < 1000, latency
+    assert "kubetune_node_tcp_connect_seconds{target=" in agent.metrics()
+    # This machine's eth0 reports no link speed: the bandwidth level is not evaluated, and says why.
+    if "networkBandwidthPercent" not in get_nt(cluster)["status"]["metrics"]:
+        assert "network_bandwidth_percent: link speed unknown for" in condition(get_nt(cluster), "Warning")["message"]
+
+    agent.stop()
+    stale = wait_for("Ready=False AgentNotReporting", lambda: (c := condition(get_nt(cluster), "Ready"))
+                     .get("reason") == "AgentNotReporting" and c, timeout=30)
+    assert stale["status"] == "False" and "last heartbeat" in stale["message"], stale
+    event = wait_for("an AgentNotReporting Event on the NodeTuning",
+                     lambda: node_events(cluster, "AgentNotReporting", kind="NodeTuning"), timeout=15)[-1]
+    assert event["type"] == "Warning" and event["source"]["component"] == "kubetune-operator", event
+    printed = cluster.kubectl("get", "nt", NODE).stdout.splitlines()
+    assert printed[0].split()[:2] == ["NAME", "READY"] and printed[1].split()[1] == "False", printed
+
+    agent.start()
+    wait_for("Ready=True again", lambda: condition(get_nt(cluster), "Ready").get("status") == "True", timeout=30)
+    assert "AgentReporting" in cluster.kubectl("describe", "nodetuning", NODE).stdout
+
+
+MEMORY_CGROUP = Path("/sys/fs/cgroup/memory")
+
+
+def test_a_critical_breach_names_the_top_pod_on_the_node(cluster, agent, namespace):
+    if os.geteuid() != 0 or not (MEMORY_CGROUP / "memory.stat").exists():
+        pytest.skip("needs root and a cgroup v1 memory hierarchy for a kubelet-shaped pod cgroup")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "memory-hog", "namespace": namespace},
+           "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "busybox"}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    uid = json.loads(cluster.kubectl("get", "pod", "memory-hog", "-n", namespace, "-o", "json").stdout)["metadata"]["uid"]
+    made: list[Path] = []
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nx = bytearray(b'\\x01') * (300 << 20)\n"
+                            "print('ready', flush=True)\ntime.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        for part in ("kubepods", "kubepods/burstable", f"kubepods/burstable/pod{uid}"):
+            if not (MEMORY_CGROUP / part).exists():
+                (MEMORY_CGROUP / part).mkdir()
+                made.append(MEMORY_CGROUP / part)
+        (MEMORY_CGROUP / f"kubepods/burstable/pod{uid}" / "cgroup.procs").write_text(str(hog.pid))
+        assert hog.stdout.readline().strip() == "ready"
+        started = datetime.now(UTC) - timedelta(seconds=1)
+        apply(cluster, node_tuning("Recommend", {}, thresholds={"memory": {"warningPercent": 0.5, "criticalPercent": 1}},
+                                   adaptive={"memory": {"swappiness": {"min": 10, "max": 60}}}))
+
+        def investigations(kind: str) -> list[dict]:
+            return [e for e in node_events(cluster, "Investigate", kind=kind)
+                    if timestamp(e["firstTimestamp"]) >= started]
+
+        event = wait_for("an Investigate Event on the Node", lambda: investigations("Node"), timeout=60)[0]
+        assert event["type"] == "Warning", event
+        assert f"top pods by memory: {namespace}/memory-hog " in event["message"], event["message"]
+        assert "adaptive response planned, nothing written (mode Recommend): vm.swappiness" in event["message"]
+        on_nt = wait_for("the Investigate Event on the NodeTuning", lambda: investigations("NodeTuning"), timeout=15)[0]
+        assert on_nt["message"] == event["message"]
+        assert knob(get_nt(cluster), "vm.swappiness")["state"] == "Planned"
+    finally:
+        hog.kill()
+        hog.wait()
+        for path in reversed(made):
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
