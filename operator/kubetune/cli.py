@@ -1,6 +1,10 @@
 """`kubetune`: the user's command line.
 
-    kubetune report --prometheus-url URL [--kubeconfig K] [--namespace N] [--range 7d] [--step 1h] --output DIR
+    kubetune report --prometheus-url URL [--kubeconfig K] [--namespace N] [--range 168h] [--step 1h] [--output DIR]
+
+Every failure a user can cause (a bad argument, a missing file, an unreachable Prometheus or API
+server) is one line on stderr naming the fix, and exit code 2 (usage) or 1 (the run failed); no
+traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import sys
 from pathlib import Path
 
 from kubetune import __version__
+
+DEFAULT_OUTPUT = Path("kubetune-report")
 
 
 def _duration(text: str) -> float:
@@ -21,47 +27,94 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the argument, as every other failure is (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubetune", description="kubetune command line")
+    parser = OneLineParser(prog="kubetune", description="kubetune command line")
     parser.add_argument("--version", action="version", version=f"kubetune {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     report = commands.add_parser(
         "report", help="write an HTML and JSON report of usage history: rightsizing, capacity, trends, patterns, anomalies",
         description="Read usage history from the Prometheus HTTP API and today's pods, workloads and nodes from the "
-                    "cluster; write DIR/report.html and DIR/report.json and print a summary table. Changes nothing.")
+                    "cluster; write DIR/report.html and DIR/report.json and print a summary table. Changes nothing. "
+                    "Durations use Kubernetes' grammar: whole numbers with h, m, s or ms (168h = 7 days).")
     report.add_argument("--prometheus-url", required=True, help="Prometheus HTTP API (Prometheus, Thanos Query, Mimir, VictoriaMetrics)")
-    report.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, then ~/.kube/config / KUBECONFIG")
+    report.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, then KUBECONFIG / ~/.kube/config")
     report.add_argument("--namespace", "-n", help="one namespace; default: every namespace")
-    report.add_argument("--range", dest="range_seconds", type=_duration, default=_duration("7d"), metavar="DURATION",
-                        help="how far back to read (default 7d)")
-    report.add_argument("--step", type=_duration, default=_duration("1h"), metavar="DURATION",
-                        help="sample spacing (default 1h; seasonality needs a step that divides a day)")
+    report.add_argument("--range", dest="range_seconds", type=_duration, default=_duration("168h"), metavar="DURATION",
+                        help="how far back to read (default 168h, 7 days)")
+    report.add_argument("--step", type=_duration, metavar="DURATION",
+                        help="sample spacing (default 1h, or range/100 when shorter; raised to stay within Prometheus' "
+                             "11,000 points per series; seasonality needs a step that divides a day)")
     report.add_argument("--rate-window", type=_duration, metavar="DURATION",
                         help="rate() and max_over_time() window per sample (default: the step, at least 1m)")
     report.add_argument("--bearer-token-file", type=Path, help="a file holding a bearer token for Prometheus")
     report.add_argument("--ca-file", type=Path, help="a CA bundle for an https Prometheus")
-    report.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="where report.html and report.json go")
+    report.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="seconds before one Prometheus query is given up (default 60)")
+    report.add_argument("--output", "-o", type=Path, default=DEFAULT_OUTPUT, metavar="DIR",
+                        help=f"directory for report.html and report.json (default ./{DEFAULT_OUTPUT}, created)")
     return parser
 
 
-def run_report(args: argparse.Namespace) -> int:
-    from kubetune.report import PrometheusAPI, ReportError, build_report, gather, render_table, write_report
+def report_input_problem(args: argparse.Namespace) -> str | None:
+    """The first argument that cannot work, as a sentence with the fix; None when all can."""
+    if args.step is not None and (args.step <= 0 or args.range_seconds < args.step):
+        return "--step must be positive and no longer than --range"
+    for option, path in (("--bearer-token-file", args.bearer_token_file), ("--ca-file", args.ca_file)):
+        if path is not None and not path.is_file():
+            return f"{option} {path}: no such file (give the path of a readable file)"
+    if args.output.exists() and not args.output.is_dir():
+        return f"--output {args.output} is a file: give a directory (it is created when missing)"
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        return f"--kubeconfig {args.kubeconfig}: no such file"
+    if not args.prometheus_url.startswith(("http://", "https://")):
+        return f"--prometheus-url {args.prometheus_url!r} is not an http:// or https:// URL"
+    return None
 
-    if args.step <= 0 or args.range_seconds < args.step:
-        print("kubetune report: --step must be positive and no longer than --range", file=sys.stderr)
+
+def run_report(args: argparse.Namespace) -> int:
+    from kubetune.prometheus import Prometheus
+    from kubetune.report import ReportError, build_report, choose_step, gather, prometheus_duration, render_table, write_report
+    from kubetune.settings import OperatorSettings
+
+    problem = report_input_problem(args)
+    if problem:
+        print(f"kubetune report: {problem}", file=sys.stderr)
         return 2
-    headers = {}
-    if args.bearer_token_file:
-        headers["Authorization"] = f"Bearer {args.bearer_token_file.read_text().strip()}"
-    api = PrometheusAPI(args.prometheus_url, headers=headers, verify=str(args.ca_file) if args.ca_file else True)
+
+    def progress(message: str) -> None:
+        print(f"kubetune report: {message}", file=sys.stderr, flush=True)
+
+    step = choose_step(args.range_seconds, args.step)
+    if args.step is not None and step != args.step:
+        progress(f"--step {prometheus_duration(args.step)} gives {int(args.range_seconds / args.step) + 1:,} points "
+                 f"per series, above Prometheus' 11,000: using {prometheus_duration(step)}")
+    prometheus = Prometheus(OperatorSettings(
+        prometheus_url=args.prometheus_url, prometheus_bearer_token_file=args.bearer_token_file,
+        prometheus_ca_file=args.ca_file, prometheus_timeout=args.timeout))
+    # Progress only for long windows: a short report is done before a line would help.
+    long_run = args.range_seconds / step > 1000 or args.range_seconds >= 86400
     try:
-        data = gather(api, kubeconfig=args.kubeconfig, namespace=args.namespace, range_seconds=args.range_seconds,
-                      step=args.step, rate_window=args.rate_window)
+        data = gather(prometheus, kubeconfig=args.kubeconfig, namespace=args.namespace,
+                      range_seconds=args.range_seconds, step=step, rate_window=args.rate_window,
+                      progress=progress if long_run else lambda message: None)
     except ReportError as e:
         print(f"kubetune report: {e}", file=sys.stderr)
         return 1
+    if long_run:
+        progress("analysing")
     report = build_report(data)
-    html_path, json_path = write_report(report, args.output)
+    try:
+        html_path, json_path = write_report(report, args.output)
+    except OSError as e:
+        print(f"kubetune report: cannot write to {args.output}: {e.strerror}", file=sys.stderr)
+        return 1
     print(render_table(report))
     print(f"\nWrote {html_path} and {json_path}")
     return 0

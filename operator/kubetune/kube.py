@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from typing import Any, Mapping
 
 import kubernetes
@@ -32,6 +33,35 @@ class KubeError(Exception):
         self.status = status
 
 
+def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """An API client: `kubeconfig` when given, else in-cluster, else KUBECONFIG / ~/.kube/config.
+    Raises KubeError naming what was looked for and how to fix it."""
+    try:
+        if kubeconfig:
+            return kubernetes.config.new_client_from_config(config_file=kubeconfig)
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        return kubernetes.client.ApiClient()
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as e:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        detail = " ".join(str(e).split())[:120]
+        raise KubeError(f"no usable Kubernetes configuration in {where} ({detail}): "
+                        f"set KUBECONFIG or --kubeconfig, or run inside a cluster") from None
+
+
+def connection_reason(error: Exception) -> str:
+    """One clause for a request that got no answer (urllib3's text nests three exceptions)."""
+    import urllib3
+
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        pool = error.pool
+        return f"cannot connect to the API server {pool.scheme}://{pool.host}:{pool.port}" if pool else \
+            "cannot connect to the API server"
+    return " ".join(str(error).split())[:200]
+
+
 def _call(what: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
@@ -43,17 +73,13 @@ def _call(what: str, fn, *args, **kwargs):
             pass
         raise KubeError(f"{what}: {reason}", e.status) from None
     except Exception as e:  # connection errors
-        raise KubeError(f"{what}: {e}") from e
+        raise KubeError(f"{what}: {connection_reason(e)}") from e
 
 
 class Kube:
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None):
         if api_client is None:
-            try:
-                kubernetes.config.load_incluster_config()
-            except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config()
-            api_client = kubernetes.client.ApiClient()
+            api_client = load_api_client()
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -22,6 +23,22 @@ Samples = dict[tuple[str, ...], float | tuple[float, ...]]
 
 class PrometheusUnavailable(Exception):
     """Prometheus could not answer; the message says which query and why."""
+
+
+def short_reason(error: Exception, url: str, timeout: float) -> str:
+    """One readable clause for a failed request (urllib3's own text runs to several nested lines)."""
+    if isinstance(error, requests.exceptions.SSLError):
+        return f"TLS to {url} failed (a CA bundle for it: --ca-file / KUBETUNE_PROMETHEUS_CA_FILE)"
+    if isinstance(error, requests.exceptions.Timeout):
+        return f"{url} gave no answer within {timeout:g} s"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return f"cannot connect to {url} (is the URL right and Prometheus reachable from here?)"
+    if isinstance(error, requests.exceptions.RequestException):
+        return f"{url}: {type(error).__name__}"
+    text = str(error)
+    if "HTTP Status Code 401" in text or "HTTP Status Code 403" in text:
+        return f"{url} refused the credentials ({text[:60]}): check the bearer token"
+    return text[:200]
 
 
 @dataclass
@@ -69,6 +86,23 @@ class Prometheus:
                     samples[key] = value
             results[query.name] = samples
         return results, stats
+
+    def range_query(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """The raw matrix of /api/v1/query_range: [{"metric": {...}, "values": [[t, "v"], ...]}, ...]."""
+        try:
+            return self._client().custom_query_range(
+                expr, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), f"{step:g}")
+        except Exception as e:
+            raise PrometheusUnavailable(short_reason(e, self.settings.prometheus_url,
+                                                     self.settings.prometheus_timeout)) from e
+
+    def instant_query(self, expr: str, at: float | None = None) -> list[dict]:
+        """The raw vector of /api/v1/query at unix time `at` (default: now)."""
+        try:
+            return self._client().custom_query(expr, params={} if at is None else {"time": at})
+        except Exception as e:
+            raise PrometheusUnavailable(short_reason(e, self.settings.prometheus_url,
+                                                     self.settings.prometheus_timeout)) from e
 
     def series(self, expr: str, at: float) -> tuple[tuple[float, float], ...]:
         """One range result evaluated at unix time `at`, summed over series: ((time, value), ...)."""

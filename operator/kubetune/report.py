@@ -26,11 +26,10 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from kubetune.analysis import detect_anomalies, predict_crossing, theil_sen
+from kubetune.api.common import parse_duration
 from kubetune.decisions import ContainerSignals, recommend
+from kubetune.prometheus import Prometheus, PrometheusUnavailable
 from kubetune.promql import CONTAINERS_ONLY, cpu_usage
 from kubetune.workloads import RESOURCES, owning_workload, template_containers
 
@@ -64,15 +65,25 @@ class ReportError(Exception):
     """The report could not be made; the message says what failed."""
 
 
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": WEEK, "y": 365 * DAY}
-
-
 def parse_range(text: str) -> float:
-    """A Prometheus duration (`7d`, `1h30m`, `5s`) in seconds."""
-    if not text or _DURATION.sub("", text) or not _DURATION.findall(text):
-        raise ValueError(f"invalid duration {text!r}: use e.g. 7d, 1h30m, 5s (units ms, s, m, h, d, w, y)")
-    return sum(int(n) * _DURATION_SECONDS[unit] for n, unit in _DURATION.findall(text))
+    """A duration of the one grammar (`api.common.Duration`: `168h`, `1h30m`, `5s`) in seconds."""
+    return parse_duration(text).total_seconds()
+
+
+# Prometheus refuses a range query of more than 11,000 points per series.
+MAX_POINTS = 11_000
+# Steps that divide a day (seasonality compares samples a day and a week apart), shortest first.
+NICE_STEPS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, DAY)
+
+
+def choose_step(range_seconds: float, requested: float | None) -> float:
+    """The requested step (default 1h, or the range / 100 when shorter), raised to the shortest
+    nice step that keeps the range within Prometheus' point limit."""
+    step = requested if requested else min(3600.0, max(1.0, range_seconds / 100))
+    if range_seconds / step + 1 <= MAX_POINTS:
+        return step
+    return next((s for s in NICE_STEPS if s >= step and range_seconds / s + 1 <= MAX_POINTS),
+                math.ceil(range_seconds / (MAX_POINTS - 1)))
 
 
 def prometheus_duration(seconds: float) -> str:
@@ -640,36 +651,6 @@ def write_report(report: Mapping[str, Any], directory: Path) -> tuple[Path, Path
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PrometheusAPI:
-    """A minimal client of the Prometheus HTTP API (range and instant queries)."""
-
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    verify: bool | str = True
-    timeout: float = 60.0
-
-    def _get(self, path: str, params: Mapping[str, Any]) -> list[dict]:
-        import requests
-
-        try:
-            response = requests.get(f"{self.url.rstrip('/')}{path}", params=params, headers=dict(self.headers),
-                                    verify=self.verify, timeout=self.timeout)
-            body = response.json()
-        except (requests.RequestException, ValueError) as e:
-            raise ReportError(f"Prometheus {self.url}: {e}") from e
-        if body.get("status") != "success":
-            raise ReportError(f"Prometheus {self.url}: query {params.get('query', '')[:100]!r} failed: "
-                              f"{body.get('error', response.status_code)}")
-        return body["data"]["result"]
-
-    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        return self._get("/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step})
-
-    def query(self, expr: str, at: float) -> list[dict]:
-        return self._get("/api/v1/query", {"query": expr, "time": at})
-
-
 def _matrix(result: list[dict], keys: Sequence[str], start: float, step: float, length: int) -> dict[tuple, FloatArray]:
     series = {}
     for item in result:
@@ -682,23 +663,16 @@ def _matrix(result: list[dict], keys: Sequence[str], start: float, step: float, 
     return series
 
 
-def _kube_api(kubeconfig: str | None):
-    import kubernetes
-
-    if kubeconfig:
-        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
-
-
 def _cluster_state(kubeconfig: str | None, namespace: str | None) -> tuple[list[dict], dict, list[dict]]:
     """Pods, workloads {(namespace, name): (kind, object)} and nodes, as plain API dicts."""
     import kubernetes
 
-    api = _kube_api(kubeconfig)
+    from kubetune.kube import KubeError, connection_reason, load_api_client
+
+    try:
+        api = load_api_client(kubeconfig)
+    except KubeError as e:
+        raise ReportError(str(e)) from None
     core, apps = kubernetes.client.CoreV1Api(api), kubernetes.client.AppsV1Api(api)
     plain = api.sanitize_for_serialization
 
@@ -716,8 +690,10 @@ def _cluster_state(kubeconfig: str | None, namespace: str | None) -> tuple[list[
             for obj in listing(namespaced, everywhere):
                 workloads[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = (kind, obj)
         nodes = plain(core.list_node()).get("items", [])
-    except Exception as e:  # ApiException, connection and configuration errors alike
-        raise ReportError(f"Kubernetes API: {str(e)[:300]}") from e
+    except kubernetes.client.ApiException as e:
+        raise ReportError(f"Kubernetes API: {e.status} {e.reason} (the report lists pods, workloads and nodes)") from e
+    except Exception as e:  # connection errors
+        raise ReportError(f"Kubernetes API: {connection_reason(e)}: check the kubeconfig's server") from e
     return pods, workloads, nodes
 
 
@@ -730,11 +706,18 @@ def _pod_workload(namespace: str, pod: str, live: Mapping[tuple[str, str], tuple
     return next((w for w in names_by_namespace.get(namespace, []) if pod.startswith(w + "-")), None)
 
 
-def gather(api: PrometheusAPI, *, kubeconfig: str | None = None, namespace: str | None = None,
+def gather(prometheus: Prometheus, *, kubeconfig: str | None = None, namespace: str | None = None,
            range_seconds: float = 7 * DAY, step: float = 3600.0, rate_window: float | None = None,
-           end: float | None = None) -> ReportInput:
+           end: float | None = None, progress: Callable[[str], None] = lambda message: None) -> ReportInput:
     """Read the window from Prometheus and today's pods, workloads and nodes from the cluster."""
     from kubernetes.utils import parse_quantity
+
+    def query_range(what: str, expr: str) -> list[dict]:
+        progress(f"reading {what} ({length} samples per series)")
+        try:
+            return prometheus.range_query(expr, start, end, step)
+        except PrometheusUnavailable as e:
+            raise ReportError(f"Prometheus: {e}") from None
 
     end = math.floor((time.time() if end is None else end) / step) * step
     start = end - math.floor(range_seconds / step) * step
@@ -744,21 +727,28 @@ def gather(api: PrometheusAPI, *, kubeconfig: str | None = None, namespace: str 
     keys = ("namespace", "pod", "container")
     notes = []
 
-    cpu = _matrix(api.query_range(cpu_usage(selector, window), start, end, step), keys, start, step, length)
-    memory = _matrix(api.query_range(
-        f"max by (namespace, pod, container) (max_over_time(container_memory_working_set_bytes{{{CONTAINERS_ONLY},{selector}}}[{window}]))",
-        start, end, step), keys, start, step, length)
-    requested_raw = api.query_range(
-        f"sum by (namespace, pod, container, resource) (kube_pod_container_resource_requests{{{selector},resource=~\"cpu|memory\"}})",
-        start, end, step)
+    try:
+        prometheus.instant_query("vector(1)")  # reachable and answering, before the long queries
+    except PrometheusUnavailable as e:
+        raise ReportError(f"Prometheus: {e}") from None
+    cpu = _matrix(query_range("CPU usage", cpu_usage(selector, window)), keys, start, step, length)
+    memory = _matrix(query_range(
+        "memory usage", f"max by (namespace, pod, container) (max_over_time(container_memory_working_set_bytes{{{CONTAINERS_ONLY},{selector}}}[{window}]))"),
+        keys, start, step, length)
+    requested_raw = query_range(
+        "requests", f"sum by (namespace, pod, container, resource) (kube_pod_container_resource_requests{{{selector},resource=~\"cpu|memory\"}})")
     requested = _matrix(requested_raw, (*keys, "resource"), start, step, length)
     if not requested_raw:
         notes.append("kube-state-metrics series (kube_pod_container_resource_requests) not found: requests are "
                      "today's pod templates, drawn flat over the window")
-    oom = {tuple(item["metric"].get(k, "") for k in keys): float(item["value"][1]) for item in api.query(
-        f"sum by (namespace, pod, container) (increase(container_oom_events_total{{{CONTAINERS_ONLY},{selector}}}"
-        f"[{prometheus_duration(max(end - start, step))}]))", end)}
+    try:
+        oom = {tuple(item["metric"].get(k, "") for k in keys): float(item["value"][1]) for item in prometheus.instant_query(
+            f"sum by (namespace, pod, container) (increase(container_oom_events_total{{{CONTAINERS_ONLY},{selector}}}"
+            f"[{prometheus_duration(max(end - start, step))}]))", end)}
+    except PrometheusUnavailable as e:
+        raise ReportError(f"Prometheus: {e}") from None
 
+    progress("reading pods, workloads and nodes")
     pods, workloads, nodes = _cluster_state(kubeconfig, namespace)
     live = {}
     replicas: dict[tuple[str, str], int] = defaultdict(int)
@@ -825,12 +815,12 @@ def gather(api: PrometheusAPI, *, kubeconfig: str | None = None, namespace: str 
                 allocatable[resource] += value
                 largest[resource] = max(largest[resource], value)
     return ReportInput(start=start, step=step, containers=tuple(containers), allocatable=dict(allocatable),
-                       largest_node=dict(largest), notes=tuple(notes), source=api.url, namespace=namespace)
+                       largest_node=dict(largest), notes=tuple(notes), source=prometheus.settings.prometheus_url, namespace=namespace)
 
 
 __all__ = [
-    "CapacityForecast", "ContainerUsage", "PrometheusAPI", "ReportError", "ReportInput", "Rightsizing",
-    "Seasonality", "TrendPerDay", "autocorrelation", "build_report", "capacity_forecast", "gather",
+    "CapacityForecast", "ContainerUsage", "ReportError", "ReportInput", "Rightsizing",
+    "Seasonality", "TrendPerDay", "autocorrelation", "build_report", "capacity_forecast", "choose_step", "gather",
     "parse_range", "render_html", "render_table", "rightsize", "rightsizing_totals", "seasonality",
     "svg_chart", "trend_per_day", "write_report",
 ]

@@ -57,3 +57,54 @@ def test_report_from_the_real_prometheus(cluster, prometheus, namespace, exporte
 
     page = (out / "report.html").read_text()
     assert "<svg" in page and namespace in page
+
+
+def report_cli(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kubetune.cli", "report", *args], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=cwd)
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_report_bad_inputs_are_one_line_with_the_fix(prometheus, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    base = ["--prometheus-url", prometheus.url, "--range", "10m"]
+    cases = [  # (arguments, exit code, what the line must say)
+        ([*base, "--bearer-token-file", str(tmp_path / "missing")], 2, "--bearer-token-file"),
+        ([*base, "--ca-file", str(tmp_path / "missing")], 2, "--ca-file"),
+        ([*base, "--output", str(a_file)], 2, "give a directory"),
+        ([*base, "--range", "7d"], 2, "write 168h"),
+        ([*base, "--step", "1h"], 2, "no longer than --range"),
+        (["--prometheus-url", "http://127.0.0.1:1", "--range", "10m", "--output", str(tmp_path / "o")], 1,
+         "cannot connect to http://127.0.0.1:1"),
+    ]
+    for args, code, says in cases:
+        done = report_cli(*args)
+        line = one_error_line(done)
+        assert done.returncode == code and says in line, (args, done.returncode, line)
+        assert line.startswith("kubetune report: ")
+
+
+def test_report_without_a_kubeconfig_is_one_line(prometheus, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "no-such-kubeconfig")}
+    done = report_cli("--prometheus-url", prometheus.url, "--range", "10m", "--output", str(tmp_path / "o"), env=env)
+    line = one_error_line(done)
+    assert done.returncode == 1 and "KUBECONFIG or --kubeconfig" in line, line
+
+
+def test_report_long_range_chooses_the_step_reports_progress_and_writes_the_default_directory(
+        cluster, prometheus, tmp_path):
+    # 30 days at 1m would be 43,201 points, which Prometheus refuses: the report picks 5m and says so.
+    done = report_cli("--prometheus-url", prometheus.url, "--kubeconfig", cluster.kubeconfig, "--range", "720h",
+                      "--step", "1m", cwd=tmp_path, env=cluster.env)
+    assert done.returncode == 0, done.stderr
+    progress = done.stderr.strip().splitlines()
+    assert "above Prometheus' 11,000: using 300s" in progress[0]
+    assert any("reading CPU usage (8641 samples per series)" in line for line in progress)
+    assert (tmp_path / "kubetune-report" / "report.json").is_file()
+    assert json.loads((tmp_path / "kubetune-report" / "report.json").read_text())["window"]["step"] == 300

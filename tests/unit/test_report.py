@@ -196,22 +196,37 @@ def test_svg_chart_breaks_lines_at_missing_samples():
     assert svg.count("<polyline") == 2 and "t&lt;1&gt;" in svg and svg.count('stroke="#d62728"') == 1
 
 
-def test_parse_range():
-    assert r.parse_range("7d") == 7 * r.DAY
+def test_parse_range_is_the_one_duration_grammar():
+    assert r.parse_range("168h") == 7 * r.DAY
     assert r.parse_range("1h30m") == 5400
     assert r.parse_range("5s") == 5
     for bad in ("", "7", "1x", "d7"):
         with pytest.raises(ValueError):
             r.parse_range(bad)
+    with pytest.raises(ValueError, match="write 168h"):  # Prometheus' days are refused, with the hours to write
+        r.parse_range("7d")
     assert r.prometheus_duration(60) == "60s" and r.prometheus_duration(0.5) == "500ms"
 
 
+@pytest.mark.parametrize("range_, requested, expected", [
+    ("168h", None, 3600),        # the default step
+    ("2m", None, 1.2),           # short ranges: range / 100
+    ("168h", "5m", 300),         # 2,017 points: kept
+    ("720h", "1m", 300),         # 43,201 points: the shortest nice step under 11,000
+    ("17520h", None, 7200),      # two years of hours: 17,521 points -> 2h
+    ("87600h", "1h", 43200),     # ten years: 12h (7,301 points)
+], ids=["default", "short-range", "within-limit", "30d-at-1m", "2y-default", "10y"])
+def test_choose_step_stays_within_prometheus_point_limit(range_, requested, expected):
+    range_seconds = r.parse_range(range_)
+    step = r.choose_step(range_seconds, r.parse_range(requested) if requested else None)
+    assert step == expected and range_seconds / step + 1 <= r.MAX_POINTS
+
+
 def test_cli_report_arguments(capsys):
-    args = cli._parser().parse_args(["report", "--prometheus-url", "http://p:9090", "--range", "2m", "--step", "5s",
-                                     "--output", "out"])
+    args = cli._parser().parse_args(["report", "--prometheus-url", "http://p:9090", "--range", "2m", "--step", "5s"])
     assert (args.command, args.range_seconds, args.step, args.rate_window) == ("report", 120, 5, None)
+    assert args.output == cli.DEFAULT_OUTPUT  # --output is optional
     with pytest.raises(SystemExit):
         cli._parser().parse_args(["report", "--prometheus-url", "u", "--range", "week", "--output", "o"])
     assert "invalid duration" in capsys.readouterr().err
-    assert cli.main(["report", "--prometheus-url", "u", "--range", "1m", "--step", "1h", "--output", "o"]) == 2
-    assert math.isclose(cli._duration("1d"), r.DAY)
+    assert cli.main(["report", "--prometheus-url", "http://u", "--range", "1m", "--step", "1h", "--output", "o"]) == 2

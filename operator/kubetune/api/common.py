@@ -128,10 +128,24 @@ _DURATION_UNITS = {"h": timedelta(hours=1), "m": timedelta(minutes=1), "s": time
                    "ms": timedelta(milliseconds=1)}
 
 
+# Days, weeks and years are Prometheus' units, not Kubernetes' (Go's, and CEL's `duration()`): one
+# grammar everywhere (CRD, chart, CLI) means refusing them, with the hour count to write instead.
+_LONG_UNITS = re.compile(r"^([0-9]+(y|w|d|h|ms|m|s))+$")
+_LONG_HOURS = {"y": 365 * 24, "w": 7 * 24, "d": 24}
+
+
 def parse_duration(text: str) -> timedelta:
     """`1h30m` -> timedelta(minutes=90). Raises ValueError for anything `Duration` refuses."""
     if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"invalid duration {text!r}: use whole numbers with h, m, s or ms, e.g. 30s, 5m, 1h30m")
+        hint = ""
+        if isinstance(text, str) and _LONG_UNITS.fullmatch(text):
+            parts = re.findall(r"([0-9]+)(y|w|d|h|ms|m|s)", text)
+            hours = sum(int(n) * _LONG_HOURS[u] for n, u in parts if u in _LONG_HOURS)
+            rest = "".join(n + u for n, u in parts if u not in _LONG_HOURS and u != "h")
+            hours += sum(int(n) for n, u in parts if u == "h")
+            hint = f" (days, weeks and years are not units here: write {hours}h{rest})"
+        raise ValueError(f"invalid duration {text!r}: use whole numbers with h, m, s or ms, "
+                         f"e.g. 30s, 5m, 1h30m, 168h{hint}")
     return sum((int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text)), timedelta())
 
 
