@@ -11,11 +11,17 @@ log = logging.getLogger(__name__)
 
 async def run_every(tick: float, cycle: Callable[[], Awaitable[None]], *, name: str,
                     ready: asyncio.Event | None = None, on_failure: Callable[[], None] = lambda: None,
-                    active: Callable[[], bool] = lambda: True) -> None:
-    """Run `cycle` every `tick` seconds once `ready`, skipping ticks while not `active` (a standby replica)."""
+                    active: Callable[[], bool] = lambda: True, clock: Callable[[], float] | None = None,
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Run `cycle` every `tick` seconds once `ready`, skipping ticks while not `active` (a standby replica).
+
+    Fixed-rate: the next cycle starts `tick` after this one started (at once if this one took longer),
+    so a policy's interval is not stretched by the cycle's own duration."""
     if ready is not None:
         await ready.wait()  # the indexes are filled: an empty one would read as "nothing exists"
+    clock = clock or asyncio.get_running_loop().time
     while True:
+        started = clock()
         try:
             if active():
                 await cycle()
@@ -24,4 +30,4 @@ async def run_every(tick: float, cycle: Callable[[], Awaitable[None]], *, name: 
         except Exception:  # one bad cycle must not stop the loop; the next one retries
             log.exception("%s cycle failed", name)
             on_failure()
-        await asyncio.sleep(tick)
+        await sleep(max(0.0, tick - (clock() - started)))

@@ -1,0 +1,54 @@
+"""The periodic loop both operator loops run on: fixed-rate ticks, standby skips, failures survived.
+A fake clock and sleep make it exact (no wall-clock timing in the test)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kubetune.loops import run_every
+
+pytestmark = pytest.mark.unit
+
+
+class FakeTime:
+    def __init__(self, stop_after: int):
+        self.now, self.sleeps, self.stop_after = 0.0, [], stop_after
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+        if len(self.sleeps) >= self.stop_after:
+            raise asyncio.CancelledError
+
+
+async def run(time: FakeTime, **kwargs) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await run_every(name="test", clock=time.clock, sleep=time.sleep, **kwargs)
+
+
+async def test_a_slow_cycle_does_not_stretch_the_period():
+    time = FakeTime(stop_after=3)
+    durations = iter([0.6, 1.5, 0.2])
+
+    async def cycle():
+        time.now += next(durations)
+
+    await run(time, tick=1.0, cycle=cycle)
+    assert time.sleeps == [0.4, 0.0, 0.8]  # the next start is one tick after the last one began
+
+
+async def test_standby_skips_and_a_failing_cycle_does_not_stop_the_loop():
+    time = FakeTime(stop_after=6)
+    calls, failures = [], []
+
+    async def cycle():
+        calls.append(time.now)
+        raise RuntimeError("boom")
+
+    await run(time, tick=1.0, cycle=cycle, active=lambda: time.now >= 2.0, on_failure=lambda: failures.append(1))
+    assert calls == [2.0, 3.0, 4.0, 5.0] and len(failures) == 4
