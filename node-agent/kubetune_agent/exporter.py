@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -152,35 +152,45 @@ def _per_device(families: tuple[tuple[str, str, str], ...], samples: tuple) -> I
         yield family
 
 
-class _MetricsHandler(BaseHTTPRequestHandler):
-    registry: CollectorRegistry
-    timeout = 10  # a client that stalls mid-request cannot hold the (single) server thread longer
+Route = Callable[[], tuple[int, str, bytes]]  # () -> (HTTP status, content type, body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
-            self.send_error(404)
-            return
-        body = generate_latest(self.registry)
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass  # a line per scrape would be the loudest thing in the agent's log
+def serve_http(address: str, port: int, routes: Mapping[str, Route], name: str) -> HTTPServer:
+    """A single-threaded HTTP server for ``routes`` (path -> handler) on a daemon thread. No shutdown
+    is ever asked for (the thread dies with the process), so select() may sleep an hour between
+    requests instead of waking every 0.5 s to check."""
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # a client that stalls mid-request cannot hold the (single) server thread longer
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            route = routes.get(self.path.split("?", 1)[0])
+            if route is None:
+                self.send_error(404)
+                return
+            status, content_type, body = route()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # a line per scrape or probe would be the loudest thing in the agent's log
+
+    server_class = type("Server", (HTTPServer,), {"address_family": socket.AF_INET6}) \
+        if ":" in address else HTTPServer
+    server = server_class((address, port), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True, name=name).start()
+    return server
 
 
 def serve_metrics(metrics: NodeMetrics, address: str, port: int) -> HTTPServer:
     """Serve ``metrics`` on http://address:port/metrics from a daemon thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
-    handler = type("MetricsHandler", (_MetricsHandler,), {"registry": registry})
-    server_class = type("MetricsServer", (HTTPServer,), {"address_family": socket.AF_INET6}) \
-        if ":" in address else HTTPServer
-    server = server_class((address, port), handler)
-    # No shutdown is ever asked for (the thread dies with the process), so select() may sleep an
-    # hour between scrapes instead of waking every 0.5 s to check.
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True,
-                     name="metrics").start()
-    return server
+
+    def render() -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+
+    return serve_http(address, port, {"/metrics": render, "/": render}, "metrics")

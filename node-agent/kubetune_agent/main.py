@@ -29,7 +29,7 @@ from .agent import CycleReport, NodeAgent
 from .collectors import NodeCollector, block_devices
 from .errors import AgentError, SettingsError
 from .executor import KnobExecutor
-from .exporter import NodeMetrics, serve_metrics
+from .exporter import NodeMetrics, serve_http, serve_metrics
 from .hostfs import HostFS
 from .journal import Journal
 from .podusage import PodUsageReader
@@ -283,37 +283,13 @@ class Heartbeat:
 
 def serve_health(heartbeat: Heartbeat, address: str, port: int):
     """/healthz (liveness) and /readyz (readiness) from a daemon thread: 200 or 503."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    import socket
-    import threading
 
-    checks = {"/healthz": heartbeat.alive, "/readyz": heartbeat.ready}
+    def answer(check) -> tuple[int, str, bytes]:
+        ok = check()
+        return (200 if ok else 503), "text/plain", b"ok\n" if ok else b"no cycle finished in time\n"
 
-    class HealthHandler(BaseHTTPRequestHandler):
-        timeout = 10
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            check = checks.get(self.path.split("?", 1)[0])
-            if check is None:
-                self.send_error(404)
-                return
-            ok = check()
-            body = b"ok\n" if ok else b"no cycle finished in time\n"
-            self.send_response(200 if ok else 503)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass  # a line per probe would be the loudest thing in the log
-
-    server_class = type("HealthServer", (HTTPServer,), {"address_family": socket.AF_INET6}) \
-        if ":" in address else HTTPServer
-    server = server_class((address, port), HealthHandler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True,
-                     name="health").start()
-    return server
+    return serve_http(address, port, {"/healthz": lambda: answer(heartbeat.alive),
+                                      "/readyz": lambda: answer(heartbeat.ready)}, "health")
 
 
 def _port(text: str) -> int:

@@ -25,6 +25,7 @@ import pytest
 import requests
 
 import localcluster  # deploy/local, on sys.path via tests/conftest.py
+from tests.cluster.test_nodetuning import operator  # noqa: F401  (the fixture: kubetune-operator as a process)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -313,17 +314,6 @@ def test_auto_mode_applies_and_restores_swappiness(cluster, agent):
         if read(SWAPPINESS) != original:
             SWAPPINESS.write_text(original)
         assert read(SWAPPINESS) == original
-
-
-@pytest.fixture
-def operator(cluster, crds, prometheus, namespace, tmp_path):
-    from tests.cluster.test_operator import Operator
-
-    op = Operator(cluster, prometheus.url, namespace, tmp_path / "operator.log")
-    op.start()
-    yield op
-    op.stop()
-    print(op.log()[-3000:])
 
 
 def test_the_operator_creates_every_nodes_tuning_and_sees_a_stopped_agent(cluster, agent, operator):
