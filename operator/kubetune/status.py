@@ -47,11 +47,24 @@ def set_condition(conditions: Iterable[Mapping[str, Any]], type_: str, status: b
 
 def with_conditions(conditions: Iterable[Condition], updates: Iterable[tuple[ConditionType, bool, Reason, str]],
                     *, generation: int | None, now: datetime) -> tuple[Condition, ...]:
-    """Typed conditions with each (type, status, reason, message) update applied in order."""
+    """Typed conditions with the updates applied (the last update of a type wins). Conditions that
+    would not change are not rebuilt: most evaluations change none, and validation is the cost."""
+    conditions = tuple(conditions)
+    current = {c.type: c for c in conditions}
+    last = {u[0]: u for u in updates}
+    changed = [(t, ok, reason, message) for t, ok, reason, message in last.values()
+               if not _unchanged(current.get(t.value), ok, reason, message, generation)]
+    if not changed:
+        return conditions
     result: list[Mapping[str, Any]] = [c.to_dict() for c in conditions]
-    for type_, ok, reason, message in updates:
+    for type_, ok, reason, message in changed:
         result = set_condition(result, type_.value, ok, reason.value, message, generation=generation, now=now)
     return tuple(Condition.model_validate(c) for c in result)
+
+
+def _unchanged(old: Condition | None, ok: bool, reason: Reason, message: str, generation: int | None) -> bool:
+    return (old is not None and old.status.value == ("True" if ok else "False") and old.reason == reason.value
+            and old.message == message[:32768] and old.observed_generation == generation)
 
 
 def condition(status: PerformancePolicyStatus, type_: ConditionType) -> Condition | None:
