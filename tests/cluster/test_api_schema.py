@@ -158,7 +158,20 @@ def test_performance_policy_status_round_trips_and_fills_the_columns(cluster, cr
     assert stored["status"] == status
     assert PerformancePolicy.model_validate(stored).to_dict() == stored
     row = cluster.kubectl("get", "pp", "web", "-n", namespace, "--no-headers").stdout.split()
-    assert row[:5] == ["web", "web", "Auto", "IncreaseResources", "True"]
+    assert row[:7] == ["web", "web", "Auto", "600m", "256Mi", "IncreaseResources", "True"]
+
+
+def test_quantities_are_int_or_string_like_a_resource_list(cluster, crds, namespace):
+    # VPA users write `maxAllowed: {cpu: 2}`; the server keeps the integer, the model reads "2".
+    stored = json.loads(_apply(cluster, {
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "PerformancePolicy",
+        "metadata": {"name": "ints", "namespace": namespace},
+        "spec": {"targetRef": {"kind": "Deployment", "name": "web"},
+                 "containers": [{"name": "*", "minAllowed": {"cpu": "500m", "memory": 67108864},
+                                 "maxAllowed": {"cpu": 2, "memory": "8Gi"}}]}}).stdout)
+    assert stored["spec"]["containers"][0]["maxAllowed"]["cpu"] == 2
+    container = PerformancePolicy.model_validate(stored).spec.containers[0]
+    assert (container.max_allowed.cpu, container.min_allowed.memory) == ("2", "67108864")
 
 
 # --- kubectl experience -----------------------------------------------------------------------------
@@ -181,7 +194,7 @@ def test_short_names_category_and_columns(cluster, crds, namespace):
                      "metadata": {"name": "web", "namespace": namespace},
                      "spec": {"targetRef": {"kind": "Deployment", "name": "web"}}})
     header, row = cluster.kubectl("get", "pp", "-n", namespace).stdout.strip().split("\n")
-    assert header.split() == ["NAME", "TARGET", "MODE", "LAST", "ACTION", "READY", "AGE"]
+    assert header.split() == ["NAME", "TARGET", "MODE", "CPU", "MEMORY", "LAST", "ACTION", "READY", "AGE"]
     assert row.split()[:3] == ["web", "web", "Recommend"]
     assert "performancepolicy.kubetune.io/web" in cluster.kubectl("get", "kubetune", "-n", namespace, "-o",
                                                                   "name").stdout
@@ -246,6 +259,13 @@ INVALID = [
     ("pp-cpu-min-above-max", _with(PP, spec__containers=[{"name": "*", "minAllowed": {"cpu": "2"},
                                                           "maxAllowed": {"cpu": "1500m"}}]),
      "spec.containers[0].minAllowed.cpu", "minAllowed.cpu must not be greater than maxAllowed.cpu"),
+    ("pp-integer-min-above-max", _with(PP, spec__containers=[{"name": "*", "minAllowed": {"cpu": 4},
+                                                              "maxAllowed": {"cpu": 2}}]),
+     "spec.containers[0].minAllowed.cpu", "minAllowed.cpu must not be greater than maxAllowed.cpu"),
+    ("pp-negative-integer-quantity", _with(PP, spec__containers=[{"name": "*", "maxAllowed": {"cpu": -2}}]),
+     "spec.containers[0].maxAllowed.cpu", "greater than or equal to 0"),
+    ("pp-fraction-quantity", _with(PP, spec__containers=[{"name": "*", "maxAllowed": {"cpu": 0.5}}]),
+     "spec.containers[0].maxAllowed.cpu", "must be of type integer"),
     ("pp-memory-min-above-max", _with(PP, spec__containers=[{"name": "*", "minAllowed": {"memory": "8Gi"},
                                                              "maxAllowed": {"memory": "4096Mi"}}]),
      "spec.containers[0].minAllowed.memory", "minAllowed.memory must not be greater than maxAllowed.memory"),

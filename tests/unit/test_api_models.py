@@ -100,6 +100,12 @@ def test_classic_scheduler_names_are_normalised(written, stored):
     assert spec.to_dict()["io"]["devices"][0]["scheduler"] == stored.value
 
 
+def test_integer_quantities_are_read_as_their_string():
+    spec = PerformancePolicySpec.model_validate({"targetRef": TARGET, "containers": [
+        {"name": "*", "minAllowed": {"memory": 67108864}, "maxAllowed": {"cpu": 2, "memory": "8Gi"}}]})
+    assert (spec.containers[0].max_allowed.cpu, spec.containers[0].min_allowed.memory) == ("2", "67108864")
+
+
 def test_wire_form_is_camel_case_and_python_names_work_too():
     by_alias = PerformancePolicySpec.model_validate(
         {"targetRef": TARGET, "rules": [{"name": "r", "metric": "cpuUtilization", "above": 50, "for": "1m",
@@ -164,6 +170,12 @@ PP_INVALID = [
      "containers.0", "minAllowed.cpu must not be greater than maxAllowed.cpu"),
     ("bad-quantity", {"containers": [{"name": "*", "maxAllowed": {"memory": "8 GB"}}]},
      "containers.0.maxAllowed.memory", "pattern"),
+    ("fraction-quantity", {"containers": [{"name": "*", "maxAllowed": {"cpu": 0.5}}]},
+     "containers.0.maxAllowed.cpu", 'write it as a string (e.g. "0.5" or "500m")'),
+    ("negative-integer-quantity", {"containers": [{"name": "*", "maxAllowed": {"cpu": -1}}]},
+     "containers.0.maxAllowed.cpu", "pattern"),
+    ("integer-min-above-max", {"containers": [{"name": "*", "minAllowed": {"cpu": 4}, "maxAllowed": {"cpu": 2}}]},
+     "containers.0", "minAllowed.cpu must not be greater than maxAllowed.cpu"),
     ("nice-too-low", {"processTuning": {"nice": -21}}, "processTuning.nice", "-20"),
     ("latency-two-sources", {"metrics": {"latency": {"histogram": "h", "query": "q"}}}, "metrics.latency",
      "exactly one of histogram or query"),

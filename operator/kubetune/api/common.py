@@ -16,7 +16,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from kubetune import constants
@@ -115,8 +115,28 @@ def optional_list(max_items: int, **schema: Any) -> Any:
 
 # Kubernetes' resource.Quantity grammar without the sign: bounds and sizes are never negative.
 QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
-"""A non-negative Kubernetes quantity such as `250m`, `2`, `512Mi`, `1.5G`."""
+
+
+def _quantity_text(value: object) -> object:
+    """An integer quantity (`cpu: 2`, as Kubernetes' ResourceList takes it) becomes its string, so
+    code downstream sees one canonical type; fractions must be strings (`"0.5"` or `500m`)."""
+    if isinstance(value, bool):
+        raise ValueError("a quantity is a number or a string such as 250m, 2, 512Mi")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError(f"{value} is a fraction: write it as a string (e.g. \"{value}\" or \"{round(value * 1000)}m\")")
+    return value
+
+
+# On the wire an int-or-string, exactly like Kubernetes' resource.Quantity in CRDs (controller-gen's
+# schema): the pattern applies to strings; integers are whole amounts. The minimum refuses negatives.
+QUANTITY_SCHEMA = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True,
+                   "pattern": QUANTITY_PATTERN, "maxLength": 64, "minimum": 0}
+Quantity = Annotated[str, BeforeValidator(_quantity_text), Field(pattern=QUANTITY_PATTERN, max_length=64),
+                     WithJsonSchema(QUANTITY_SCHEMA)]
+"""A non-negative Kubernetes quantity: a string such as `250m`, `2`, `512Mi`, `1.5G`, or an integer
+such as `2` (read as the string `"2"`)."""
 
 # Go duration subset: whole numbers with units h, m, s, ms; no sign, no spaces, no bare numbers.
 DURATION_PATTERN = r"^([0-9]+(h|ms|m|s))+$"

@@ -33,8 +33,10 @@ _ALLOWED = {
     "type", "description", "properties", "required", "items", "additionalProperties", "enum", "default",
     "format", "pattern", "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems",
     "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
-    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string", "anyOf",
 }
+# The only union a structural schema allows: int-or-string (a Kubernetes quantity).
+_INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 
 
 class SchemaError(Exception):
@@ -48,6 +50,10 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in node:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
         node = {**_resolve(target, defs), **node}
+    if node.get("x-kubernetes-int-or-string"):
+        if node.get("anyOf") != _INT_OR_STRING:
+            raise SchemaError(f"int-or-string must be anyOf {_INT_OR_STRING}: {node}")
+        return copy.deepcopy(node)  # a shared list would be a YAML anchor in the CRD
     if "anyOf" in node:
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
         if len(options) != 1:
@@ -69,7 +75,8 @@ def to_structural(node: dict[str, Any], defs: dict[str, Any], path: str = "") ->
     unknown = set(node) - _ALLOWED - {"$defs"}
     if unknown:
         raise SchemaError(f"{path or '<root>'}: unsupported keywords {sorted(unknown)}")
-    if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields") \
+            and not node.get("x-kubernetes-int-or-string"):
         raise SchemaError(f"{path or '<root>'}: no type (a structural schema needs one everywhere)")
     if "properties" in node:
         node["properties"] = {name: to_structural(child, defs, f"{path}.{name}")
@@ -173,7 +180,7 @@ def _constraints(node: dict[str, Any]) -> str:
     parts = []
     if "enum" in node:
         parts.append(" \\| ".join(f"`{v}`" for v in node["enum"]))
-    if "minimum" in node or "maximum" in node:
+    if ("minimum" in node or "maximum" in node) and not node.get("x-kubernetes-int-or-string"):
         parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
     if "pattern" in node:
         parts.append(_PATTERN_NAMES.get(node["pattern"], "pattern"))
@@ -186,7 +193,7 @@ def _constraints(node: dict[str, Any]) -> str:
 
 
 def _rows(node: dict[str, Any], path: str, required: bool = False):
-    kind = node["type"]
+    kind = "int-or-string" if node.get("x-kubernetes-int-or-string") else node["type"]
     if kind == "array" and node["items"].get("type") != "object":
         kind = f"[]{node['items']['type']}"
         constraints = "; ".join(c for c in (_constraints(node), _constraints(node["items"])) if c)
@@ -201,9 +208,9 @@ def _rows(node: dict[str, Any], path: str, required: bool = False):
         default = "see [Defaults](#defaults)"
     text = node.get("description", "").replace("|", "\\|")
     yield f"| `{path}` | {kind} | {default} | {constraints} | {text} |"
-    holder = node["items"] if node["type"] == "array" else node
+    holder = node["items"] if node.get("type") == "array" else node
     for name, child in holder.get("properties", {}).items():
-        yield from _rows(child, f"{path}[].{name}" if node["type"] == "array" else f"{path}.{name}",
+        yield from _rows(child, f"{path}[].{name}" if node.get("type") == "array" else f"{path}.{name}",
                          name in holder.get("required", ()))
 
 

@@ -102,7 +102,8 @@ def _min_le_max(resource: str) -> dict[str, str]:
     return cel(
         f"!has(self.minAllowed) || !has(self.maxAllowed) || !has(self.minAllowed.{resource})"
         f" || !has(self.maxAllowed.{resource})"
-        f" || quantity(self.minAllowed.{resource}).compareTo(quantity(self.maxAllowed.{resource})) <= 0",
+        # string(): an int-or-string quantity may be an integer (`cpu: 2`); quantity() takes strings.
+        f" || quantity(string(self.minAllowed.{resource})).compareTo(quantity(string(self.maxAllowed.{resource}))) <= 0",
         f"minAllowed.{resource} must not be greater than maxAllowed.{resource}",
         field_path=f".minAllowed.{resource}",
     )
@@ -572,6 +573,11 @@ class PerformancePolicy(KubeObject):
             PrinterColumn("Target", ".spec.targetRef.name", description="The workload tuned"),
             PrinterColumn("Kind", ".spec.targetRef.kind", priority=1),
             PrinterColumn("Mode", ".spec.mode"),
+            # As VPA's columns: the first container's recommended requests, where its users look.
+            PrinterColumn("CPU", ".status.containers[0].recommendation.target.cpu",
+                          description="Recommended CPU request of the first container"),
+            PrinterColumn("Memory", ".status.containers[0].recommendation.target.memory",
+                          description="Recommended memory request of the first container"),
             PrinterColumn("Last action", ".status.lastAction.action"),
             PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
             AGE_COLUMN,
