@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 
 from kubetune.api.common import Mode
 from kubetune.decisions import WorkloadSignals
+from kubetune.promql import pods_regex
 from kubetune.reasons import ConditionType, Reason
 from kubetune.records import PolicyRecord, WorkloadRecord
+from kubetune.tenancy import refused_template
 from kubetune.workloads import ContainerResources, PodRecord
 
 
@@ -80,6 +82,24 @@ def conflict(f: PolicyFacts) -> Verdict | None:
                  f"{ref.name}; this policy is ignored until that one is removed", (ConditionType.READY, False))
 
 
+def unconfined_query(f: PolicyFacts) -> Verdict | None:
+    """A metrics template that cannot be confined to the policy's namespace: nothing is queried for the
+    policy (its templates run with the operator's Prometheus access, which reaches every namespace)."""
+    metrics = f.policy.spec.metrics
+    if metrics is None:
+        return None
+    templates = [(field, query, latency) for field, query, latency in (
+        ("spec.metrics.latency.query", metrics.latency.query if metrics.latency else None, True),
+        ("spec.metrics.errorRate.query", metrics.error_rate.query if metrics.error_rate else None, False),
+        ("spec.metrics.throughput.query", metrics.throughput.query if metrics.throughput else None, False)) if query]
+    refusal = refused_template(templates, namespace=f.policy.namespace, workload=f.policy.spec.target_ref.name,
+                               pod_regex=pods_regex(p.name for p in f.running))
+    if refusal is None:
+        return None
+    return _stop(Reason.QUERY_NOT_CONFINED, refusal.message, (ConditionType.METRICS_AVAILABLE, False),
+                 (ConditionType.READY, False))
+
+
 def target_missing(f: PolicyFacts) -> Verdict | None:
     if f.workload is not None:
         return None
@@ -105,7 +125,7 @@ def no_data(f: PolicyFacts) -> Verdict | None:
 
 
 # Checked on the indexes alone, before Prometheus is asked anything for the policy.
-CLUSTER_GATES: tuple[Gate, ...] = (invalid_spec, mode_off, conflict, target_missing)
+CLUSTER_GATES: tuple[Gate, ...] = (invalid_spec, mode_off, conflict, unconfined_query, target_missing)
 # Checked once the policy's metrics are gathered.
 METRIC_GATES: tuple[Gate, ...] = (prometheus_down, no_data)
 

@@ -16,11 +16,12 @@ from kubetune.api.common import parse_duration
 from kubetune.api.performancepolicy import ActionRecord, Metric, PerformancePolicySpec, ScalingMethod
 from kubetune.decisions import LATENCY_PERCENTILE, WorkloadSignals, workload_sustained_keys
 from kubetune.gates import PolicyFacts
-from kubetune.prometheus import Prometheus, Samples
+from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
 from kubetune.promql import WorkloadQueries, sustained, workload_series
 from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
 from kubetune.signals import current_resources, workload_signals
+from kubetune.tenancy import QueryNotConfined
 from kubetune.verification import MetricKind, MetricWindows
 from kubetune.workloads import ContainerResources, PodRecord
 
@@ -45,15 +46,22 @@ def cluster_facts(policy: PolicyRecord, view: ClusterView, conflict_with: Policy
 
 
 def workload_queries(policy: PolicyRecord, pods: list[PodRecord], rate_window: str) -> WorkloadQueries:
+    """The policy's queries; PrometheusUnavailable (nothing is asked) when a template cannot be confined
+    to the policy's namespace here although the `unconfined_query` gate passed it (it depends on $rate)."""
     metrics = policy.spec.metrics
     latency = metrics.latency if metrics else None
-    return WorkloadQueries(
+    q = WorkloadQueries(
         policy.namespace, policy.spec.target_ref.name, tuple(p.name for p in pods), rate_window,
         nodes=tuple(sorted({p.node for p in pods if p.node})),
         latency_histogram=latency.histogram if latency else None,
         latency_template=latency.query if latency else None,
         error_rate_template=metrics.error_rate.query if metrics and metrics.error_rate else None,
         throughput_template=metrics.throughput.query if metrics and metrics.throughput else None)
+    try:
+        q.error_ratio(), q.throughput(), q.latency_seconds(95)
+    except QueryNotConfined as e:
+        raise PrometheusUnavailable(f"query template refused, nothing asked: {e}") from e
+    return q
 
 
 @dataclass(frozen=True)

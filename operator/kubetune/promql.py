@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from kubetune.api.common import parse_duration
+from kubetune.tenancy import confine, substitute
 
 CONTAINER_KEY = ("namespace", "pod", "container")
 POD_KEY = ("namespace", "pod")
@@ -120,14 +121,17 @@ def workload_pods(namespace: str, workload: str) -> str:
     return f'namespace="{namespace}",pod=~"{regex_literal(workload)}-.+"'
 
 
+def pods_regex(pods: Iterable[str]) -> str:
+    """$pods: the pods' names as one regex ("^$", matching no pod, when there are none)."""
+    return "|".join(regex_literal(p) for p in sorted(pods)) or "^$"
+
+
 def policy_query(template: str, *, namespace: str, workload: str, pods: Iterable[str], rate_window: str,
                  quantile: float | None = None) -> str:
     """A user's PromQL template with $namespace, $workload, $pods (regex of pod names), $rate and,
-    for latency templates, $quantile."""
-    pod_regex = "|".join(regex_literal(p) for p in sorted(pods)) or "^$"
-    text = (template.replace("$namespace", namespace).replace("$workload", workload)
-            .replace("$pods", pod_regex).replace("$rate", rate_window))
-    return text.replace("$quantile", f"{quantile:g}") if quantile is not None else text
+    for latency templates, $quantile; confined to `namespace` (tenancy.confine), or QueryNotConfined."""
+    return confine(substitute(template, namespace=namespace, workload=workload, pod_regex=pods_regex(pods),
+                              rate_window=rate_window, quantile=quantile), namespace)
 
 
 @dataclass(frozen=True)

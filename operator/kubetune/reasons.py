@@ -25,6 +25,7 @@ class Reason(str, Enum):
     INVALID_SPEC = "InvalidSpec"
     MODE_OFF = "ModeOff"
     CONFLICT = "Conflict"
+    QUERY_NOT_CONFINED = "QueryNotConfined"  # a metrics template reaches outside the policy's namespace
     TARGET_NOT_FOUND = "TargetNotFound"
     FOUND = "Found"
     PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"

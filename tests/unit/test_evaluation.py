@@ -110,6 +110,32 @@ async def test_conflicting_younger_policy_is_ignored_with_a_condition():
     assert not changed(kube)
 
 
+@pytest.mark.parametrize("metrics", [
+    {"errorRate": {"query": 'sum(rate(errors{namespace="bank"}[$rate]))'}},
+    {"throughput": {"query": 'sum(rate(requests{namespace="$namespace"}[$rate])) or sum(rate(requests{namespace=~".+"}[$rate]))'}},
+    {"latency": {"query": 'histogram_quantile($quantile, sum by (le) (rate(db_seconds_bucket{namespace!="$namespace"}[$rate])))'}},
+], ids=["errorRate-other-namespace", "throughput-or-regex", "latency-negative"])
+async def test_template_reaching_another_namespace_is_refused_and_nothing_is_queried(metrics):
+    body = spec(metrics=metrics, rules=[{"name": "errors", "metric": "errorRatePercent", "above": 1, "action": "Investigate"}])
+    p = policy(body)
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.45, min5=0.45), scalars=[("", 0.5)],
+                          ranges=[("", lambda at: ((at, 0.5),))])
+    kube = FakeKube()
+    ev = evaluator(prom, kube)
+    batch = await ev._fetch([p], 0.0)
+    asked = list(prom.asked)  # the cycle's batched cAdvisor queries, operator-written
+    await ev.evaluate(p, view(p, [pod(n) for n in PODS]), batch)
+    assert prom.asked == asked, "nothing of the policy's own reaches Prometheus"
+    assert not any("bank" in q or 'namespace!="shop"' in q or ".+" in q for q in prom.asked)
+    for type_ in (ConditionType.READY, ConditionType.METRICS_AVAILABLE):
+        c = cond(kube, type_)
+        assert (c.status.value, c.reason) == ("False", Reason.QUERY_NOT_CONFINED.value)
+        assert "spec.metrics." in c.message and "only namespace=\"shop\" is allowed" in c.message
+    assert kube.reasons() == [Reason.QUERY_NOT_CONFINED.value]
+    assert not changed(kube)
+    assert status(kube).signals is None or status(kube).signals.error_rate_percent is None
+
+
 # --- actions ------------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ def test_names_are_regex_literals_promql_accepts():
     query = cycle_queries(QueryPlan(frozenset({"team-a"})), rate_window="1m", step="15s", history="1h")[0].expr
     assert 'namespace=~"team-a"' in query  # no "\-": Prometheus refuses unknown escapes
     expr = policy_query('rate(x{pod=~"$pods"}[$rate])', namespace="n", workload="w", pods=["api-1.x"], rate_window="1m")
-    assert expr == 'rate(x{pod=~"api-1\\\\.x"}[1m])'
+    assert expr == 'rate(x{namespace="n",pod=~"api-1\\\\.x"}[1m])'  # confined: tests/unit/test_tenancy.py
 
 
 @pytest.mark.parametrize("q,buckets,expected", [
