@@ -2,9 +2,10 @@
 install onto the kwok nodes, a `kubectl auth can-i` matrix per ServiceAccount, and an uninstall that
 leaves nothing behind.
 
-CRDs: the chart's crds/ holds symlinks to deploy/crds (one source) and nothing else. Helm
-installs crds/ only when a CRD is missing and never deletes them, so these tests coexist with the
-session fixture `crds` (which server-side applies deploy/crds) and never remove a CRD.
+CRDs: templates/crds.yaml renders files/crds/, symlinks to deploy/crds (one source), behind
+`crds.install`. The session fixture `crds` server-side applies deploy/crds first, so the test release
+installs with `crds.install=false` (as a cluster whose CRDs are managed apart does) and never removes
+a CRD; the CRD templates are checked by rendering and a server dry run.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ CHART = REPO / "deploy" / "helm" / "kubetune"
 # Variables the chart sets that the operator's settings do not read (none: every one is read).
 OPERATOR_ENV_PENDING: set[str] = set()
 EVERYTHING = ["--set", "webhook.enabled=true", "--set", "monitoring.serviceMonitor.enabled=true",
-              "--set", "monitoring.podMonitor.enabled=true", "--set", "monitoring.prometheusRule.enabled=true",
-              "--set", "operator.podDisruptionBudget.enabled=true"]
+              "--set", "monitoring.prometheusRule.enabled=true", "--set", "operator.podDisruptionBudget.enabled=true"]
+# The chart's kubeVersion floor (in-place resize); `helm template` and `lint` otherwise assume v1.20.
+KUBE_VERSION = ["--kube-version", "1.35.0"]
 
 
 @pytest.fixture(scope="module")
@@ -46,35 +48,80 @@ def helm(cluster):
 
 
 def render(helm, *args: str, namespace: str = "default") -> list[dict]:
-    out = helm("template", "rel", str(CHART), "--namespace", namespace, *args).stdout
+    out = helm("template", "rel", str(CHART), "--namespace", namespace, *KUBE_VERSION, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def test_crds_in_the_chart_are_deploy_crds():
-    """crds/ links every generated CRD (adding a kind without a link fails here), and nothing else of ours."""
+    """files/crds/ links every generated CRD (adding a kind without a link fails here), and nothing else;
+    no crds/ folder (Helm would install it before the templates and never upgrade it)."""
     generated = {p.name for p in (REPO / "deploy" / "crds").glob("*.yaml")}
-    linked = {p.name: p for p in (CHART / "crds").glob("*.yaml") if p.is_symlink()}
+    linked = {p.name: p for p in (CHART / "files" / "crds").glob("*.yaml") if p.is_symlink()}
     assert set(linked) == generated
     for name, link in linked.items():
         assert link.resolve() == (REPO / "deploy" / "crds" / name).resolve()
-    own = {p.name for p in (CHART / "crds").glob("*.yaml") if not p.is_symlink()}
-    assert own == set()
+    assert {p.name for p in (CHART / "files" / "crds").iterdir() if not p.is_symlink()} == set()
+    assert not (CHART / "crds").exists()
+
+
+def test_crds_render_as_templates_behind_install_and_keep(helm):
+    def crds(*args: str) -> dict[str, dict]:
+        return {d["metadata"]["name"]: d for d in render(helm, *args) if d["kind"] == "CustomResourceDefinition"}
+
+    rendered = crds()
+    generated = {p.name.removesuffix(".yaml"): yaml.safe_load(p.read_text()) for p in (REPO / "deploy" / "crds").glob("*.yaml")}
+    assert set(rendered) == set(generated)
+    for name, crd in rendered.items():
+        assert crd["spec"] == generated[name]["spec"]  # the generated text, untouched (integers stay integers)
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert all("annotations" not in c["metadata"] for c in crds("--set", "crds.keep=false").values())
+    assert crds("--set", "crds.install=false") == {}
+
+
+def test_chart_requires_the_kubernetes_version_of_in_place_resize(helm):
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.35.0-0" and chart["home"] and chart["sources"]
+    done = helm("template", "rel", str(CHART), "--kube-version", "1.34.2", check=False)
+    assert done.returncode != 0 and "chart requires kubeVersion: >=1.35.0-0" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("values", [[], EVERYTHING, ["--set", "agent.enabled=false", "--set", "operator.replicas=1",
-                                              "--set", "operator.leaderElection.enabled=false"]],
-                         ids=["defaults", "everything", "operator-only"])
+                                              "--set", "operator.leaderElection.enabled=false"],
+                                    ["--set", "monitoring.podMonitor.enabled=true", "--set", "crds.install=false"]],
+                         ids=["defaults", "everything", "operator-only", "podmonitor-no-crds"])
 def test_lint(helm, values):
-    assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), *values).stdout
+    assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), *KUBE_VERSION, *values).stdout
 
 
-def test_schema_rejects_unknown_and_unsafe_values(helm):
-    for bad in ("nope=1", "webhook.failurePolicy=Fail", "operator.minNice=-40", "agent.metricsPort=0"):
-        done = helm("template", "rel", str(CHART), "--set", bad, check=False)
-        assert done.returncode != 0, bad
-        assert "schema" in done.stderr, done.stderr
+@pytest.mark.parametrize("bad, where", [
+    (["nope=1"], "additional properties 'nope'"),
+    (["webhook.failurePolicy=Fail"], "/webhook/failurePolicy"),
+    (["operator.minNice=-40"], "/operator/minNice"),
+    (["agent.metricsPort=0"], "/agent/metricsPort"),
+    (["agent.healthPort=0"], "/agent/healthPort"),
+    (["operator.resources.requests.cpu=lots"], "/operator/resources/requests/cpu"),
+    (["agent.resources.limits.memory=1GB"], "/agent/resources/limits/memory"),
+    (["webhook.certManager.duration=forever"], "/webhook/certManager/duration"),
+    (["webhook.certManager.renewBefore=30d"], "/webhook/certManager/renewBefore"),
+    # Both would scrape every target twice.
+    (["monitoring.serviceMonitor.enabled=true", "monitoring.podMonitor.enabled=true"], "/monitoring/podMonitor/enabled"),
+], ids=lambda v: v if isinstance(v, str) else "+".join(v))
+def test_schema_rejects_unknown_and_unsafe_values(helm, bad, where):
+    done = helm("template", "rel", str(CHART), *KUBE_VERSION, *[a for b in bad for a in ("--set", b)], check=False)
+    assert done.returncode != 0 and "schema" in done.stderr and where in done.stderr, done.stderr
+
+
+def test_schema_accepts_quantities_as_numbers_and_strings(helm):
+    docs = render(helm, "--set", "operator.resources.requests.cpu=2", "--set-string", "agent.resources.limits.cpu=1500m")
+    workloads = {d["kind"]: d["spec"]["template"]["spec"]["containers"][0]["resources"] for d in docs
+                 if d["kind"] in ("Deployment", "DaemonSet")}
+    assert workloads["Deployment"]["requests"]["cpu"] == 2 and workloads["DaemonSet"]["limits"]["cpu"] == "1500m"
+
+
+def test_several_replicas_need_leader_election(helm):
     # Several replicas without leader election would all act: refused with the reason.
-    done = helm("template", "rel", str(CHART), "--set", "operator.replicas=3", "--set",
+    done = helm("template", "rel", str(CHART), *KUBE_VERSION, "--set", "operator.replicas=3", "--set",
                 "operator.leaderElection.enabled=false", check=False)
     assert done.returncode != 0 and "operator.leaderElection.enabled=true" in done.stderr, done.stderr
 
@@ -113,6 +160,12 @@ def test_security_posture(helm):
     assert not any(m.get("readOnly") for m in mounts.values())
     env = {e["name"]: e for e in agent["containers"][0]["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    # The agent serves its probes (kubetune_agent.main.serve_health) on the port the chart passes it.
+    container = agent["containers"][0]
+    assert container["args"] == ["--health-port=9611"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["health"] == 9611
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
 
 
 def test_template_applies_with_server_dry_run(helm, cluster, crds, namespace):
@@ -200,8 +253,9 @@ def can_i(cluster, who: str, verb: str, resource: str, subresource: str, namespa
 def release(helm, cluster, crds, namespace):
     """The chart installed into a fresh namespace (webhook on, to cover its objects), uninstalled after."""
     name = f"kt-{uuid.uuid4().hex[:6]}"
-    # No --skip-crds: Helm creates only missing CRDs from crds/, so this coexists with the `crds` fixture.
-    helm("install", name, str(CHART), "--namespace", namespace, "--set", "webhook.enabled=true",
+    # crds.install=false: the `crds` fixture applied them outside Helm, and Helm refuses to adopt objects it
+    # does not own (as on a cluster whose CRDs are managed apart).
+    helm("install", name, str(CHART), "--namespace", namespace, "--set", "webhook.enabled=true", "--set", "crds.install=false",
          "--set", f"operator.watchNamespaces={{{namespace}}}", "--wait", "--timeout", "120s")
     yield name
     helm("uninstall", name, "--namespace", namespace, "--wait", check=False)
@@ -264,6 +318,15 @@ def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluste
     # Pods of the DaemonSet carry only selector labels; none may remain in the namespace either.
     wait_for("no pods left", lambda: not json.loads(cluster.kubectl(
         "get", "pods", "-n", namespace, "-o", "json").stdout)["items"], timeout=60)
-    # The CRDs stay (Helm never deletes crds/), so other tests and users' policies are untouched.
+    # The CRDs stay (not the release's), so other tests and users' policies are untouched.
     for crd in ("performancepolicies.kubetune.io", "nodetunings.kubetune.io"):
         cluster.kubectl("get", "crd", crd)
+
+
+def test_notes_tell_the_pod_security_label(helm, cluster, namespace):
+    done = helm("install", "notes", str(CHART), "--namespace", namespace, "--dry-run=server", "--set", "crds.install=false")
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl label namespace {namespace} pod-security.kubernetes.io/enforce=privileged" in notes
+    done = helm("install", "notes", str(CHART), "--namespace", namespace, "--dry-run=server", "--set", "crds.install=false",
+                "--set", "agent.enabled=false")
+    assert "pod-security" not in done.stdout.split("NOTES:", 1)[1]  # the operator alone meets "restricted"

@@ -63,8 +63,7 @@ def test_hourly_and_daily_aggregates_exist_for_every_level():
             assert f"kubetune:{level}_memory_working_set_bytes:max{window}" in recorded
     alerts = {r["alert"] for g in rules()["groups"] for r in g["rules"] if "alert" in r}
     assert alerts == {"KubetuneOperatorDown", "KubetuneEvaluationFailing", "KubetuneMetricsUnavailable",
-                      "KubetuneNodeAgentDown", "KubetuneNodeAgentNotReady", "KubetuneNodeTuningDegraded",
-                      "KubetuneNodeCPUThrottling"}
+                      "KubetuneNodeAgentDown", "KubetuneNodeAgentNotReady", "KubetuneNodeCPUThrottling"}
 
 
 def annotations(alert: str) -> dict:
