@@ -24,7 +24,7 @@ from kubetune.api.performancepolicy import Action, VerificationResult, Verificat
 from kubetune.decisions import Decision, PolicyInputs, container_sustained_keys, decide, evaluate_rules
 from kubetune.explain import Event, Publisher, Report, explain_decision, explain_verdict
 from kubetune.gates import CLUSTER_GATES, METRIC_GATES, PolicyFacts, first_verdict
-from kubetune.gather import ANALYSIS_WINDOW, PolicyMetrics, cluster_facts
+from kubetune.gather import ANALYSIS_WINDOW, PolicyMetrics, cluster_facts, request_counters
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
@@ -58,7 +58,7 @@ def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, 
 
 
 def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPlan:
-    namespaces, held, histograms = set(), set(), set()
+    namespaces, held, histograms, counters = set(), set(), set(), set()
     series = False
     for p in policies:
         if not p.spec or p.spec.mode is Mode.OFF:
@@ -69,8 +69,13 @@ def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPla
         latency = p.spec.metrics.latency if p.spec.metrics else None
         if latency and latency.histogram:
             histograms.add(latency.histogram)
+        error, throughput = request_counters(p.spec)
+        if error:
+            counters |= {(error[0], error[1]), (error[0], None)}
+        if throughput:
+            counters.add((throughput, None))
     return QueryPlan(frozenset(namespaces), frozenset(held), frozenset(histograms), with_history,
-                     series_window=ANALYSIS_WINDOW if series else None)
+                     series_window=ANALYSIS_WINDOW if series else None, counters=frozenset(counters))
 
 
 @dataclass

@@ -17,10 +17,10 @@ from kubetune.api.performancepolicy import ActionRecord, Metric, PerformancePoli
 from kubetune.decisions import LATENCY_PERCENTILE, WorkloadSignals, workload_sustained_keys
 from kubetune.gates import PolicyFacts
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
-from kubetune.promql import WorkloadQueries, sustained, workload_series
+from kubetune.promql import request_query_name, WorkloadQueries, sustained, workload_series
 from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
-from kubetune.signals import current_resources, workload_signals
+from kubetune.signals import current_resources, pods_total, workload_signals
 from kubetune.tenancy import QueryNotConfined
 from kubetune.verification import MetricKind, MetricWindows
 from kubetune.workloads import ContainerResources, PodRecord
@@ -56,12 +56,21 @@ def workload_queries(policy: PolicyRecord, pods: list[PodRecord], rate_window: s
         latency_histogram=latency.histogram if latency else None,
         latency_template=latency.query if latency else None,
         error_rate_template=metrics.error_rate.query if metrics and metrics.error_rate else None,
-        throughput_template=metrics.throughput.query if metrics and metrics.throughput else None)
+        throughput_template=metrics.throughput.query if metrics and metrics.throughput else None,
+        error_counter=request_counters(policy.spec)[0], throughput_counter=request_counters(policy.spec)[1])
     try:
         q.error_ratio(), q.throughput(), q.latency_seconds(95)
     except QueryNotConfined as e:
         raise PrometheusUnavailable(f"query template refused, nothing asked: {e}") from e
     return q
+
+
+def request_counters(spec: PerformancePolicySpec) -> tuple[tuple[str, str] | None, str | None]:
+    """((counter, failed matchers) of errorRate, counter of throughput), each None when not a counter."""
+    metrics = spec.metrics
+    error = metrics.error_rate if metrics and metrics.error_rate and metrics.error_rate.counter else None
+    throughput = metrics.throughput if metrics and metrics.throughput and metrics.throughput.counter else None
+    return ((error.counter, error.failed) if error else None), (throughput.counter if throughput else None)
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,21 @@ class PolicyMetrics:
         """The batched answer joined with the pods (pure, no query)."""
         policy, spec = facts.policy, facts.policy.spec
         latency = spec.metrics.latency if spec.metrics else None
-        return workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
-                                histogram=latency.histogram if latency else None,
-                                percentiles=latency.percentiles if latency else ())
+        signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
+                                   histogram=latency.histogram if latency else None,
+                                   percentiles=latency.percentiles if latency else ())
+        error, throughput = request_counters(spec)
+        names = [p.name for p in facts.running]
+        if error:
+            failed = pods_total(results.get(request_query_name(error[0], error[1]), {}), policy.namespace, names)
+            total = pods_total(results.get(request_query_name(error[0], None), {}), policy.namespace, names)
+            # No requests at all: no request failed (a rule "above 1 %" holds no evidence either way).
+            if total is not None:
+                signals = replace(signals, error_rate_percent=100 * (failed or 0.0) / total if total > 0 else 0.0)
+        if throughput:
+            signals = replace(signals, throughput_rps=pods_total(
+                results.get(request_query_name(throughput, None), {}), policy.namespace, names))
+        return signals
 
     @staticmethod
     def needs_queries(spec: PerformancePolicySpec) -> bool:
@@ -108,8 +129,11 @@ class PolicyMetrics:
         metrics = spec.metrics
         if not metrics:
             return bool(workload_sustained_keys(spec))
-        return bool(metrics.error_rate or metrics.throughput or (metrics.latency and metrics.latency.query)
-                    or (spec.anomaly_detection.enabled and metrics.latency) or workload_sustained_keys(spec))
+        error, throughput = request_counters(spec)
+        templates = (metrics.error_rate and not error) or (metrics.throughput and not throughput) \
+            or (metrics.latency and metrics.latency.query)
+        series = spec.anomaly_detection.enabled and (metrics.latency or metrics.error_rate)
+        return bool(templates or series or workload_sustained_keys(spec))
 
     def completed(self, facts: PolicyFacts, signals: WorkloadSignals, now: datetime) -> WorkloadSignals:
         """`signals` completed with the policy's own queries (synchronous: run it off the event loop)."""
@@ -141,8 +165,11 @@ class PolicyMetrics:
                 if metric in sources:
                     series[field_name] = tuple(v * sources[metric].scale for _, v in self._series(
                         sources[metric].expr, ANALYSIS_WINDOW, now.timestamp()))
-        return replace(signals, latency_ms=latency_ms, error_rate_percent=value(Metric.ERROR_RATE_PERCENT),
-                       throughput_rps=value(Metric.THROUGHPUT_RPS), sustained=held, **series)
+        error, throughput = request_counters(spec)  # counters came batched, in `signals` already
+        return replace(signals, latency_ms=latency_ms,
+                       error_rate_percent=signals.error_rate_percent if error else value(Metric.ERROR_RATE_PERCENT),
+                       throughput_rps=signals.throughput_rps if throughput else value(Metric.THROUGHPUT_RPS),
+                       sustained=held, **series)
 
     def _series(self, expr: str, window: str, at: float) -> tuple[tuple[float, float], ...]:
         return self.prometheus.series(workload_series(expr, window, self.settings.query_step), at)

@@ -64,6 +64,8 @@ class QueryPlan:
     with_recommendation_history: bool = True
     # The recent CPU usage series for trend prediction and anomaly detection; None = not needed.
     series_window: str | None = None
+    # Request counters of errorRate/throughput (counter, label matchers of failed requests or None).
+    counters: frozenset[tuple[str, str | None]] = frozenset()
 
 
 def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str) -> list[PromQuery]:
@@ -85,6 +87,11 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
     if plan.series_window:
         queries.append(PromQuery("series:cpu", f"({usage['cpu']})[{plan.series_window}:{step}]"))
         queries.append(PromQuery("series:memory", f"({usage['memory']})[{plan.series_window}:{step}]"))
+    for counter, failed in sorted(plan.counters, key=lambda c: (c[0], c[1] or "")):
+        # One query per counter (and per failed-request matcher) for every policy using it.
+        matchers = f"{failed},{ns}" if failed else ns
+        queries.append(PromQuery(request_query_name(counter, failed),
+                                 f"sum by (namespace, pod) (rate({counter}{{{matchers}}}[{rate_window}]))", key=POD_KEY))
     for histogram in sorted(plan.histograms):
         queries.append(PromQuery(f"latency:{histogram}",
                                  f"sum by (namespace, pod, le) (rate({histogram}_bucket{{{ns}}}[{rate_window}]))",
@@ -101,6 +108,11 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
                                    f"(increase(container_oom_events_total{{{CONTAINERS_ONLY},{ns}}}[{history}]))"),
         ]
     return queries
+
+
+def request_query_name(counter: str, failed: str | None) -> str:
+    """The batched query of a request counter: all requests, or those `failed` matches."""
+    return f"requests:{counter}" + (f":{failed}" if failed else "")
 
 
 def workload_series(expr: str, window: str, step: str) -> str:
@@ -149,6 +161,8 @@ class WorkloadQueries:
     latency_template: str | None = None
     error_rate_template: str | None = None
     throughput_template: str | None = None
+    error_counter: tuple[str, str] | None = None  # (counter, matchers of failed requests)
+    throughput_counter: str | None = None
 
     @property
     def selector(self) -> str:
@@ -165,10 +179,19 @@ class WorkloadQueries:
                     f"{{{self.selector}}}[{self.rate_window}])))")
         return self._template(self.latency_template, q) if self.latency_template else None
 
+    def _requests(self, counter: str, failed: str | None = None) -> str:
+        matchers = f"{failed},{self.selector}" if failed else self.selector
+        return f"sum(rate({counter}{{{matchers}}}[{self.rate_window}]))"
+
     def error_ratio(self) -> str | None:
+        if self.error_counter:
+            counter, failed = self.error_counter
+            return f"{self._requests(counter, failed)} / {self._requests(counter)}"
         return self._template(self.error_rate_template) if self.error_rate_template else None
 
     def throughput(self) -> str | None:
+        if self.throughput_counter:
+            return self._requests(self.throughput_counter)
         return self._template(self.throughput_template) if self.throughput_template else None
 
     def cpu_cores_per_pod(self) -> str:

@@ -48,6 +48,12 @@ def _mean_right_aligned(series: list[tuple[float, ...]]) -> tuple[float, ...]:
     return tuple(out)
 
 
+def pods_total(samples: Samples, namespace: str, pods: list[str]) -> float | None:
+    """The sum over `pods` of a per-pod answer (requests per second); None when no pod has a series."""
+    found = [v for pod in pods if (v := samples.get((namespace, pod))) is not None]
+    return sum(found) if found else None
+
+
 def _per_container(samples: Samples, namespace: str, pods: list[str], container: str) -> list[float]:
     return [v for pod in pods if (v := samples.get((namespace, pod, container))) is not None]
 

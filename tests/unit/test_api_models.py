@@ -179,6 +179,15 @@ PP_INVALID = [
     ("nice-too-low", {"processTuning": {"nice": -21}}, "processTuning.nice", "-20"),
     ("latency-two-sources", {"metrics": {"latency": {"histogram": "h", "query": "q"}}}, "metrics.latency",
      "exactly one of histogram or query"),
+    ("errors-counter-and-query", {"metrics": {"errorRate": {"counter": "c", "failed": 'code="500"', "query": "q"}}},
+     "metrics.errorRate", "exactly one of query or counter"),
+    ("errors-counter-without-failed", {"metrics": {"errorRate": {"counter": "c"}}}, "metrics.errorRate",
+     "failed is set together with counter"),
+    ("errors-failed-not-matchers", {"metrics": {"errorRate": {"counter": "c", "failed": "code>=500"}}},
+     "metrics.errorRate.failed", "pattern"),
+    ("errors-failed-names-namespace", {"metrics": {"errorRate": {"counter": "c", "failed": 'namespace="other"'}}},
+     "metrics.errorRate.failed", "must not name the namespace or pod labels"),
+    ("throughput-no-source", {"metrics": {"throughput": {}}}, "metrics.throughput", "exactly one of query or counter"),
 ]
 
 

@@ -468,3 +468,24 @@ async def test_latency_histogram_series_feed_anomaly_detection():
     kube = await evaluate(policy(body), prom)
     c = cond(kube, ConditionType.ANOMALY_DETECTED)
     assert c.status.value == "True" and "latencyP95Ms" in c.message
+
+
+# --- application metrics from request counters: batched, nothing asked per policy ---------------------------
+
+
+async def test_request_counters_give_error_rate_and_throughput_from_the_batch_alone():
+    body = spec(metrics={"errorRate": {"counter": "http_requests_total", "failed": 'code=~"5.."'},
+                         "throughput": {"counter": "http_requests_total"}},
+                rules=[{"name": "errors", "metric": "errorRatePercent", "above": 1, "action": "Investigate"}])
+    batch = cpu_batch(PODS, now=0.2)
+    batch["requests:http_requests_total"] = {("shop", p): 50.0 for p in PODS}  # 100 rps in all
+    batch['requests:http_requests_total:code=~"5.."'] = {("shop", "web-1"): 3.0}  # 3 failing
+    prom = FakePrometheus(batch=batch)
+    kube = await evaluate(policy(body), prom)
+    signals = status(kube).signals
+    assert (signals.error_rate_percent, signals.throughput_rps) == (3.0, 100.0)
+    assert cond(kube, ConditionType.INVESTIGATING).status.value == "True"
+    per_policy = [q for q in prom.asked if 'pod=~"web-.+"' in q]
+    assert not per_policy, per_policy
+    assert any(q.startswith("sum by (namespace, pod) (rate(http_requests_total{code=~\"5..\",namespace=~\"shop\"}")
+               for q in prom.asked)

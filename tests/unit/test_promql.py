@@ -41,3 +41,15 @@ def test_names_are_regex_literals_promql_accepts():
 def test_histogram_quantile(q, buckets, expected):
     result = histogram_quantile(q, buckets)
     assert result == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_request_counters_are_one_query_each_whatever_the_number_of_policies():
+    counters = frozenset({("http_requests_total", 'code=~"5.."'), ("http_requests_total", None)})
+    few = cycle_queries(QueryPlan(frozenset({"a"}), counters=counters), rate_window="1m", step="15s", history="1h")
+    many = cycle_queries(QueryPlan(frozenset(f"t-{i}" for i in range(500)), counters=counters),
+                         rate_window="1m", step="15s", history="1h")
+    assert len(few) == len(many)
+    names = {q.name: q for q in many}
+    failed = names['requests:http_requests_total:code=~"5.."']
+    assert failed.key == ("namespace", "pod") and failed.expr.startswith(
+        'sum by (namespace, pod) (rate(http_requests_total{code=~"5..",namespace=~"')

@@ -4,6 +4,7 @@ may do about it. Written by users; the operator only writes its status.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -274,11 +275,69 @@ class LatencyMetric(KubeModel):
         return self
 
 
-class QueryMetric(KubeModel):
-    """A PromQL template; `$namespace`, `$workload` and `$pods` are substituted."""
+# Label matchers of a request counter, e.g. `code=~"5.."` or `code=~"5..",method!="OPTIONS"`.
+_MATCHER = r'[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"([^"\\]|\\.)*"'
+LABEL_MATCHERS_PATTERN = rf"^\s*{_MATCHER}(\s*,\s*{_MATCHER})*\s*$"
+_NOT_OWN_LABELS = "matchers must not name the namespace or pod labels: kubetune selects the target's pods itself"
+_QUERY_OR_COUNTER = "exactly one of query or counter must be set"
+_FAILED_WITH_COUNTER = "failed is set together with counter, and only then"
 
-    query: PromQLTemplate
-    """The PromQL template."""
+
+def _own_labels_untouched(value: str | None) -> str | None:
+    if value is not None and re.search(r'(^|,)\s*(namespace|pod)\s*[=!]', value):
+        raise ValueError(_NOT_OWN_LABELS)
+    return value
+
+
+LabelMatchers = Annotated[str, Field(pattern=LABEL_MATCHERS_PATTERN, max_length=1024),
+                          AfterValidator(_own_labels_untouched)]
+
+
+class ThroughputMetric(KubeModel):
+    """Requests per second: a request `counter` kubetune sums over the target's pods (one query for
+    every policy using the same counter), or a PromQL `query` template (one query per policy)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("has(self.query) != has(self.counter)", _QUERY_OR_COUNTER)))
+
+    counter: str | None = Field(default=None, pattern=PROMETHEUS_METRIC_PATTERN, max_length=200)
+    """A Prometheus counter of requests, e.g. `http_requests_total`."""
+    query: PromQLTemplate | None = None
+    """A PromQL template returning requests per second; `$namespace`, `$workload`, `$pods` and
+    `$rate` are substituted, and every selector is confined to the policy's namespace."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ThroughputMetric:
+        if (self.query is None) == (self.counter is None):
+            raise ValueError(_QUERY_OR_COUNTER)
+        return self
+
+
+class ErrorRateMetric(KubeModel):
+    """The share of failed requests: a request `counter` with the matchers of `failed` requests
+    (summed over the target's pods, one query per counter for every policy using it), or a PromQL
+    `query` template returning the ratio (0 to 1; one query per policy)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("has(self.query) != has(self.counter)", _QUERY_OR_COUNTER),
+        cel("has(self.counter) == has(self.failed)", _FAILED_WITH_COUNTER),
+        cel(r"!has(self.failed) || !self.failed.matches('(^|,)\\s*(namespace|pod)\\s*[=!]')", _NOT_OWN_LABELS)))
+
+    counter: str | None = Field(default=None, pattern=PROMETHEUS_METRIC_PATTERN, max_length=200)
+    """A Prometheus counter of requests, e.g. `http_requests_total`."""
+    failed: LabelMatchers | None = None
+    """Label matchers selecting the failed requests of `counter`, e.g. `code=~"5.."`."""
+    query: PromQLTemplate | None = None
+    """A PromQL template returning the ratio (0 to 1) of failed requests; `$namespace`, `$workload`,
+    `$pods` and `$rate` are substituted, and every selector is confined to the policy's namespace."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ErrorRateMetric:
+        if (self.query is None) == (self.counter is None):
+            raise ValueError(_QUERY_OR_COUNTER)
+        if (self.counter is None) != (self.failed is None):
+            raise ValueError(_FAILED_WITH_COUNTER)
+        return self
 
 
 class ApplicationMetrics(KubeModel):
@@ -287,10 +346,10 @@ class ApplicationMetrics(KubeModel):
 
     latency: LatencyMetric | None = None
     """Request latency."""
-    error_rate: QueryMetric | None = None
-    """A query returning the ratio (0 to 1) of failed requests."""
-    throughput: QueryMetric | None = None
-    """A query returning requests per second."""
+    error_rate: ErrorRateMetric | None = None
+    """The share of failed requests."""
+    throughput: ThroughputMetric | None = None
+    """Requests per second."""
 
 
 # --- analysis, verification, process tuning ---------------------------------------------------------
