@@ -145,6 +145,15 @@ def _investigations(decision: Decision, insights: Insights, report: Report, prev
     report.set(ConditionType.INVESTIGATING, True, Reason.INVESTIGATE, message)
 
 
+def announced_reason(status: PerformancePolicyStatus) -> str | None:
+    """The reason the policy's Ready condition already carries (a decision's reason leads its message),
+    so a restarted operator or a new leader does not post every policy's Event again."""
+    ready = condition(status, ConditionType.READY)
+    if ready is None:
+        return None
+    return ready.message.split(":", 1)[0] if ready.reason == Reason.EVALUATED.value else ready.reason
+
+
 class Publisher:
     """Writes a report: the status when it changed, the Events it carries."""
 
@@ -164,7 +173,7 @@ class Publisher:
         if self._status_changed(policy.key, payload):
             await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name, payload)
         events = list(report.events)
-        if self.last_reason.get(policy.key) != report.reason:
+        if self.last_reason.get(policy.key, announced_reason(policy.status)) != report.reason:
             self.last_reason[policy.key] = report.reason
             events.insert(0, Event(report.reason, report.message, report.warning))
         for e in events:

@@ -489,3 +489,12 @@ async def test_request_counters_give_error_rate_and_throughput_from_the_batch_al
     assert not per_policy, per_policy
     assert any(q.startswith("sum by (namespace, pod) (rate(http_requests_total{code=~\"5..\",namespace=~\"shop\"}")
                for q in prom.asked)
+
+
+async def test_a_new_leader_does_not_repeat_the_event_the_status_already_explains():
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.25, min5=0.25, max15=0.3))
+    first = await evaluate(policy(), prom)
+    assert first.reasons() == ["NoRuleFired"]
+    # Another process (restart, failover) evaluates the same policy with the status the first one wrote.
+    second = await evaluate(policy(status=first.status), prom)
+    assert second.reasons() == []
