@@ -1,6 +1,7 @@
 """`kubetune`: the user's command line.
 
     kubetune report --prometheus-url URL [--kubeconfig K] [--namespace N] [--range 168h] [--step 1h] [--output DIR]
+    kubetune check --prometheus-url URL [--kubeconfig K] [--namespace kubetune] [-o text|json]
 
 Every failure a user can cause (a bad argument, a missing file, an unreachable Prometheus or API
 server) is one line on stderr naming the fix, and exit code 2 (usage) or 1 (the run failed); no
@@ -59,7 +60,45 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds before one Prometheus query is given up (default 60)")
     report.add_argument("--output", "-o", type=Path, default=DEFAULT_OUTPUT, metavar="DIR",
                         help=f"directory for report.html and report.json (default ./{DEFAULT_OUTPUT}, created)")
+    check = commands.add_parser(
+        "check", help="check the installation: Prometheus and its series, rules, agents, webhook, RBAC, policies",
+        description="One line per check (✓ or ✗ with the fix); exit code 1 when any check fails. Reads only.")
+    check.add_argument("--prometheus-url", required=True, help="the Prometheus HTTP API the operator uses")
+    check.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, then KUBECONFIG / ~/.kube/config")
+    check.add_argument("--namespace", "-n", default="kubetune", help="the release's namespace (default kubetune)")
+    check.add_argument("--rate-window", type=_duration, default=_duration("1m"), metavar="DURATION",
+                       help="the operator's rate window, checked against the scrape interval (default 1m)")
+    check.add_argument("--bearer-token-file", type=Path, help="a file holding a bearer token for Prometheus")
+    check.add_argument("--ca-file", type=Path, help="a CA bundle for an https Prometheus")
+    check.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per Prometheus query (default 10)")
+    check.add_argument("--output", "-o", choices=("text", "json"), default="text", help="text (default) or json")
     return parser
+
+
+def run_check(args: argparse.Namespace) -> int:
+    import json
+
+    from kubetune.checks import gather_check_input, run_checks
+    from kubetune.prometheus import Prometheus
+    from kubetune.settings import OperatorSettings
+
+    for option, path in (("--bearer-token-file", args.bearer_token_file), ("--ca-file", args.ca_file)):
+        if path is not None and not path.is_file():
+            print(f"kubetune check: {option} {path}: no such file (give the path of a readable file)", file=sys.stderr)
+            return 2
+    if not args.prometheus_url.startswith(("http://", "https://")):
+        print(f"kubetune check: --prometheus-url {args.prometheus_url!r} is not an http:// or https:// URL", file=sys.stderr)
+        return 2
+    prometheus = Prometheus(OperatorSettings(
+        prometheus_url=args.prometheus_url, prometheus_bearer_token_file=args.bearer_token_file,
+        prometheus_ca_file=args.ca_file, prometheus_timeout=args.timeout))
+    results = run_checks(gather_check_input(prometheus, kubeconfig=args.kubeconfig, namespace=args.namespace,
+                                            rate_window_seconds=args.rate_window))
+    if args.output == "json":
+        print(json.dumps({"ok": all(r.ok for r in results), "checks": [r.to_dict() for r in results]}, indent=1))
+    else:
+        print("\n".join(r.line() for r in results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def report_input_problem(args: argparse.Namespace) -> str | None:
@@ -125,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return run_report(args)
+    if args.command == "check":
+        return run_check(args)
     parser.print_help()
     return 0
 

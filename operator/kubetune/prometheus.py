@@ -7,6 +7,7 @@ prometheus-api-client is synchronous; callers on the event loop use `fetch` thro
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,20 @@ class PrometheusUnavailable(Exception):
     """Prometheus could not answer; the message says which query and why."""
 
 
+# A workload-level query (a metrics template, a verification or correlation series) answers one series,
+# or one per pod; more is a template missing its sum(), and summing it would be slow and meaningless.
+MAX_WORKLOAD_SERIES = 1000
+
+
+def finite(raw_value: object) -> float | None:
+    """A sample's value; None for NaN, +/-Inf and what is not a number, none of which may reach a decision."""
+    try:
+        value = float(raw_value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def short_reason(error: Exception, url: str, timeout: float) -> str:
     """One readable clause for a failed request (urllib3's own text runs to several nested lines)."""
     if isinstance(error, requests.exceptions.SSLError):
@@ -33,11 +48,18 @@ def short_reason(error: Exception, url: str, timeout: float) -> str:
         return f"{url} gave no answer within {timeout:g} s"
     if isinstance(error, requests.exceptions.ConnectionError):
         return f"cannot connect to {url} (is the URL right and Prometheus reachable from here?)"
+    if isinstance(error, ValueError):  # requests' JSONDecodeError too: a 200 that is not JSON
+        return f"{url} answered with something that is not Prometheus JSON (an HTML page from a proxy?)"
     if isinstance(error, requests.exceptions.RequestException):
         return f"{url}: {type(error).__name__}"
+    if isinstance(error, (KeyError, TypeError, IndexError)):
+        return f"{url} answered JSON that is not a query result (no data.result)"
     text = str(error)
     if "HTTP Status Code 401" in text or "HTTP Status Code 403" in text:
         return f"{url} refused the credentials ({text[:60]}): check the bearer token"
+    if found := re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S):  # the client's: status and raw body
+        body = re.sub(r"<[^>]*>|\\[nrt]", " ", found.group(2).removeprefix("b").strip("'\""))
+        return f"{url} answered HTTP {found.group(1)}: {' '.join(body.split())[:160]}"
     return text[:200]
 
 
@@ -61,28 +83,44 @@ class Prometheus:
         return PrometheusConnect(url=self.settings.prometheus_url, headers=self.settings.prometheus_headers(),
                                  disable_ssl=False, session=self._session, timeout=self.settings.prometheus_timeout)
 
+    def _result(self, client: PrometheusConnect, name: str, expr: str, params: dict | None = None,
+                max_series: int | None = None) -> list[dict]:
+        """One instant query's result as a list of series ({"metric", "value" | "values"}); every failure,
+        and an answer of a shape this module does not read, is PrometheusUnavailable naming the query."""
+        try:
+            raw = client.custom_query(expr, params=params or {})
+        except Exception as e:  # the client raises requests' errors, its own, and JSON/KeyError alike
+            raise PrometheusUnavailable(f"query {name} failed: "
+                                        f"{short_reason(e, self.settings.prometheus_url, self.settings.prometheus_timeout)}") from e
+        if isinstance(raw, list) and len(raw) == 2 and not isinstance(raw[0], dict):
+            raw = [{"metric": {}, "value": raw}]  # a scalar result: [time, "value"]
+        if not isinstance(raw, list) or not all(isinstance(item, dict) and isinstance(item.get("metric"), dict)
+                                                and ("value" in item or "values" in item) for item in raw):
+            raise PrometheusUnavailable(f"query {name} failed: the answer is not a vector, matrix or scalar")
+        if max_series is not None and len(raw) > max_series:
+            raise PrometheusUnavailable(f"query {name} failed: {len(raw)} series, more than the {max_series} a "
+                                        "workload-level query may return (a template missing its sum()?)")
+        return raw
+
     def fetch(self, queries: list[PromQuery]) -> tuple[dict[str, Samples], QueryStats]:
         """Run every query; raise PrometheusUnavailable on the first failure (a cycle with partial
-        data would decide on half the evidence)."""
+        data would decide on half the evidence). NaN, +/-Inf and unreadable samples are skipped."""
         client, results, stats = self._client(), {}, QueryStats()
         for query in queries:
             start = time.perf_counter()
-            try:
-                raw = client.custom_query(query.expr)
-            except Exception as e:  # the client raises requests and its own errors alike
-                raise PrometheusUnavailable(f"query {query.name} failed: {str(e)[:200]}") from e
+            raw = self._result(client, query.name, query.expr)
             elapsed = time.perf_counter() - start
             stats.queries += 1
             stats.seconds += elapsed
             stats.per_query[query.name] = elapsed
             samples: Samples = {}
             for item in raw:
-                key = tuple(item["metric"].get(label, "") for label in query.key)
+                key = tuple(str(item["metric"].get(label, "")) for label in query.key)
                 if "values" in item:  # a range (subquery): the series, oldest first
-                    samples[key] = tuple(v for _, raw_value in item["values"] if not math.isnan(v := float(raw_value)))
+                    samples[key] = tuple(v for v in (finite(_value(p)) for p in item["values"]) if v is not None)
                     continue
-                value = float(item["value"][1])
-                if not math.isnan(value):
+                value = finite(_value(item["value"]))
+                if value is not None:
                     samples[key] = value
             results[query.name] = samples
         return results, stats
@@ -104,24 +142,42 @@ class Prometheus:
             raise PrometheusUnavailable(short_reason(e, self.settings.prometheus_url,
                                                      self.settings.prometheus_timeout)) from e
 
-    def series(self, expr: str, at: float) -> tuple[tuple[float, float], ...]:
-        """One range result evaluated at unix time `at`, summed over series: ((time, value), ...)."""
+    def rule_groups(self) -> list[str]:
+        """The names of the rule groups Prometheus has loaded (/api/v1/rules)."""
+        url = f"{self.settings.prometheus_url.rstrip('/')}/api/v1/rules"
         try:
-            raw = self._client().custom_query(expr, params={"time": at})
+            response = self._session.get(url, headers=self.settings.prometheus_headers(),
+                                         timeout=self.settings.prometheus_timeout)
+            response.raise_for_status()
+            return [group["name"] for group in response.json()["data"]["groups"]]
         except Exception as e:
-            raise PrometheusUnavailable(f"query {expr[:80]!r} failed: {str(e)[:200]}") from e
+            raise PrometheusUnavailable(short_reason(e, self.settings.prometheus_url,
+                                                     self.settings.prometheus_timeout)) from e
+
+    def series(self, expr: str, at: float) -> tuple[tuple[float, float], ...]:
+        """One range result evaluated at unix time `at`, summed over series: ((time, value), ...);
+        NaN, +/-Inf and unreadable samples are skipped."""
+        raw = self._result(self._client(), repr(expr[:80]), expr, {"time": at}, MAX_WORKLOAD_SERIES)
         totals: dict[float, float] = {}
         for item in raw:
-            for t, v in item.get("values", []):
-                if not math.isnan(float(v)):
-                    totals[float(t)] = totals.get(float(t), 0.0) + float(v)
+            for point in item.get("values", []):
+                t, v = finite(_time(point)), finite(_value(point))
+                if t is not None and v is not None:
+                    totals[t] = totals.get(t, 0.0) + v
         return tuple(sorted(totals.items()))
 
     def scalar(self, expr: str) -> float | None:
-        """One value from a user's query template (error rate, throughput); None = no data."""
-        try:
-            raw = self._client().custom_query(expr)
-        except Exception as e:
-            raise PrometheusUnavailable(f"query {expr[:80]!r} failed: {str(e)[:200]}") from e
-        values = [float(item["value"][1]) for item in raw if not math.isnan(float(item["value"][1]))]
+        """One value from a user's query template (error rate, throughput), summed over its series;
+        None = no data (NaN, +/-Inf and unreadable samples are no data)."""
+        raw = self._result(self._client(), repr(expr[:80]), expr, None, MAX_WORKLOAD_SERIES)
+        values = [v for item in raw if "value" in item and (v := finite(_value(item["value"]))) is not None]
         return sum(values) if values else None
+
+
+def _value(point: object) -> object:
+    """The value of a [time, "value"] pair, or None when the pair is malformed."""
+    return point[1] if isinstance(point, (list, tuple)) and len(point) == 2 else None
+
+
+def _time(point: object) -> object:
+    return point[0] if isinstance(point, (list, tuple)) and len(point) == 2 else None

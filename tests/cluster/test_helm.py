@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -302,6 +303,13 @@ def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluste
     assert all(can_i(cluster, operator_sa, v, "leases.coordination.k8s.io", "", namespace)
                for v in ("get", "create", "update", "patch")), "the Lease in the release namespace"
     assert not can_i(cluster, operator_sa, "update", "leases.coordination.k8s.io", "", "kube-system")
+
+    # `kubetune check` reads the same RBAC through SubjectAccessReviews: both accounts pass.
+    check = subprocess.run([sys.executable, "-m", "kubetune.cli", "check", "--prometheus-url", "http://127.0.0.1:1",
+                            "--kubeconfig", cluster.kubeconfig, "--namespace", namespace],
+                           capture_output=True, text=True, timeout=120, env=cluster.env)
+    lines = {line[2:].split(":")[0]: line for line in check.stdout.splitlines()}
+    assert lines["operator permissions"].startswith("✓") and lines["agent permissions"].startswith("✓"), check.stdout
 
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
     selector = f"app.kubernetes.io/instance={release}"
