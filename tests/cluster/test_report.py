@@ -5,10 +5,14 @@ process), with a short window and step standing in for a week of hours.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 import pytest
 import requests
@@ -108,3 +112,41 @@ def test_report_long_range_chooses_the_step_reports_progress_and_writes_the_defa
     assert any("reading CPU usage (8641 samples per series)" in line for line in progress)
     assert (tmp_path / "kubetune-report" / "report.json").is_file()
     assert json.loads((tmp_path / "kubetune-report" / "report.json").read_text())["window"]["step"] == 300
+
+
+# Injected by the test only (the report itself has no scripts): what the browser laid out, per chart.
+LAYOUT_PROBE = """<script>document.body.setAttribute("data-probe", JSON.stringify(
+  [...document.querySelectorAll("svg.chart")].map(svg => { const box = svg.getBoundingClientRect();
+    return {width: box.width, height: box.height, xticks: svg.querySelectorAll(".xtick").length,
+            yticks: svg.querySelectorAll(".ytick").length, lines: svg.querySelectorAll("polyline").length}; })));
+</script>"""
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    """The HTML a week-long report writes, opened in Debian's chromium: it loads with no console
+    message, and every chart is laid out with its ticks and lines."""
+    import shutil
+
+    from tests.unit.test_report import report_of, usage
+    from kubetune.report import write_report
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    hours = np.arange(168)
+    daily = 0.3 + 0.2 * np.sin(hours * 2 * np.pi / 24)
+    report = report_of(usage(samples=168, cpu=daily), usage(workload="api", samples=168, cpu=0.05 + 0 * hours,
+                                                            memory=2.0**31))
+    html_path, _ = write_report(report, tmp_path / "report")
+    probed = tmp_path / "probed.html"
+    probed.write_text(html_path.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    done = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probed.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CONSOLE" not in done.stderr, [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    probe = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', done.stdout).group(1)))
+    assert len(probe) == 4  # two workloads x (cpu, memory)
+    for chart in probe:
+        assert chart["width"] == 640 and chart["height"] == 260
+        assert chart["xticks"] >= 4 and chart["yticks"] >= 3 and chart["lines"] >= 2, chart

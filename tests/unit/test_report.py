@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -187,13 +188,61 @@ def test_too_few_samples_give_nulls_not_nan(tmp_path):
     assert workload["trend"]["cpu"]["slope_per_day"] is None and workload["usage"]["memory"]["peak"] is None
     json.dumps(report, allow_nan=False)
     html_path, _ = r.write_report(report, tmp_path)
-    assert "<svg" in html_path.read_text() and "no data" not in r.render_table(report)
+    page = html_path.read_text()
+    assert "<svg" in page and "no data" not in r.render_table(report)
+    # No trend, so no projection: the capacity table says so instead of "not within a year".
+    memory = [f for f in report["capacity"]["forecasts"] if f["resource"] == "memory" and f["measure"] == "usage"]
+    assert memory and memory[0]["slope_per_day"] is None
+    assert "too little data for a trend" in page and "not within a year" not in page
 
 
 def test_svg_chart_breaks_lines_at_missing_samples():
     svg = r.svg_chart([0, 1, 2, 3, 4], [r.Line("usage", [1, 2, None, 3, 4], "#000")], resource="cpu", title="t<1>",
                       markers=[(3, 3.0)])
     assert svg.count("<polyline") == 2 and "t&lt;1&gt;" in svg and svg.count('stroke="#d62728"') == 1
+
+
+@pytest.mark.parametrize("high, ticks", [
+    (0.45, [0, 0.1, 0.2, 0.3, 0.4, 0.5]),
+    (1.0, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),      # the top is a tick, not 10 % above the data
+    (730, [0, 200, 400, 600, 800]),
+    (3.2, [0, 1, 2, 3, 4]),
+    (0, [0, 1]),
+], ids=["fraction", "exact-top", "hundreds", "units", "empty"])
+def test_nice_ticks_end_on_a_tick_at_or_above_the_data(high, ticks):
+    assert r.nice_ticks(high) == pytest.approx(ticks)
+
+
+def test_time_ticks_are_whole_hours_or_days_within_the_window():
+    start = 1_767_225_600.0 + 1234  # 2026-01-01 00:20:34 UTC
+    ticks = r.time_ticks(start, start + 6 * 3600)
+    assert [label for _, label in ticks] == ["01:00", "02:00", "03:00", "04:00", "05:00", "06:00"]
+    assert all(start <= t <= start + 6 * 3600 and t % 3600 == 0 for t, _ in ticks)
+    week = r.time_ticks(start, start + 7 * r.DAY)
+    assert 4 <= len(week) <= 8 and all(t % r.DAY == 0 for t, _ in week) and week[0][1] == "01-02"
+
+
+@pytest.mark.parametrize("resource, high, unit", [
+    ("cpu", 0.5, "m"), ("cpu", 2.5, ""), ("memory", 300 * 2**20, "Mi"), ("memory", 3 * 2**30, "Gi")])
+def test_one_unit_per_axis(resource, high, unit):
+    assert r.axis_unit(resource, high)[1] == unit
+
+
+def test_chart_axes_span_exactly_the_data_with_ticks_labels_and_units():
+    times = [1_767_225_600.0 + i * 3600 for i in range(25)]  # one day of hours
+    svg = r.svg_chart(times, [r.Line("usage", [0.1 + 0.3 * (i % 5) / 4 for i in range(25)], "#000")],
+                      resource="cpu", title="t")
+    y_labels = re.findall(r'class="ytick">([^<]+)<', svg)
+    assert y_labels == ["0m", "100m", "200m", "300m", "400m"]  # all millicores, ending on the top tick
+    x_labels = re.findall(r'class="xtick">([^<]+)<', svg)
+    assert len(x_labels) >= 4 and x_labels[0] == "01-01 00:00" and x_labels[-1] == "01-02 00:00"
+    assert "CPU (millicores)" in svg and "time (UTC)" in svg
+    xs = [float(v) for v in re.findall(r'(\d+\.\d),\d+\.\d', svg)]
+    assert min(xs) == 72.0 and max(xs) == 640 - 16  # the first and last sample sit on the axis' ends
+
+
+def test_cpu_is_written_as_kubernetes_quantities():
+    assert [r._fmt("cpu", v) for v in (0.5, 1.0, 1.5, 2.0, 0.0004)] == ["500m", "1", "1500m", "2", "0m"]
 
 
 def test_parse_range_is_the_one_duration_grammar():
