@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import requests
 from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
 
 from kubetune.promql import PromQuery
 from kubetune.settings import OperatorSettings
@@ -79,9 +80,12 @@ class Prometheus:
         self._session = session
 
     def _client(self) -> PrometheusConnect:
-        # Headers are built per call so a rotated bearer token file is picked up.
+        # Headers are built per call so a rotated bearer token file is picked up. No retries: the client's
+        # default (3, with backoff, on timeouts and 5xx) held a query for 4x the timeout plus 6 s and
+        # reported a slow Prometheus as "cannot connect"; the loop's next cycle is the retry.
         return PrometheusConnect(url=self.settings.prometheus_url, headers=self.settings.prometheus_headers(),
-                                 disable_ssl=False, session=self._session, timeout=self.settings.prometheus_timeout)
+                                 disable_ssl=False, session=self._session, timeout=self.settings.prometheus_timeout,
+                                 retry=Retry(total=0, connect=False, read=False, raise_on_status=False))
 
     def _result(self, client: PrometheusConnect, name: str, expr: str, params: dict | None = None,
                 max_series: int | None = None) -> list[dict]:
