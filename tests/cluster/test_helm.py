@@ -11,6 +11,7 @@ a CRD; the CRD templates are checked by rendering and a server dry run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -338,3 +339,40 @@ def test_notes_tell_the_pod_security_label(helm, cluster, namespace):
     done = helm("install", "notes", str(CHART), "--namespace", namespace, "--dry-run=server", "--set", "crds.install=false",
                 "--set", "agent.enabled=false")
     assert "pod-security" not in done.stdout.split("NOTES:", 1)[1]  # the operator alone meets "restricted"
+
+
+# --- release packaging ------------------------------------------------------------------------------
+
+PACKAGE = REPO / "deploy" / "release" / "package-chart.sh"
+
+
+def package(tmp_path, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HELM": localcluster.binary("helm"), "OUT": str(tmp_path / "dist"),
+           "CHART": str(chart)}
+    return subprocess.run(["bash", str(PACKAGE), *args], capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+
+
+def test_chart_packages_as_a_self_contained_archive(helm, tmp_path):
+    done = package(tmp_path)
+    assert done.returncode == 0, done.stderr
+    archive = tmp_path / "dist" / "kubetune-0.1.0.tgz"
+    assert done.stdout.strip().startswith(f"{archive} sha256:")
+    # The archive holds the linked CRDs' and rules' content: it renders the same as the source tree.
+    # (Without the webhook: its self-signed certificate is new on every render.)
+    stable = ["--set", "monitoring.serviceMonitor.enabled=true", "--set", "monitoring.prometheusRule.enabled=true"]
+    from_archive = helm("template", "rel", str(archive), *KUBE_VERSION, *stable).stdout
+    from_tree = helm("template", "rel", str(CHART), *KUBE_VERSION, *stable).stdout
+    assert from_archive == from_tree and "kind: CustomResourceDefinition" in from_archive
+    shown = yaml.safe_load(helm("show", "chart", str(archive)).stdout)
+    assert (shown["version"], shown["appVersion"], shown["kubeVersion"]) == ("0.1.0", "0.1.0", ">=1.35.0-0")
+
+
+def test_packaging_refuses_a_chart_version_other_than_the_package_version(tmp_path):
+    chart = tmp_path / "kubetune"
+    subprocess.run(["cp", "-rL", str(CHART), str(chart)], check=True)
+    (chart / "Chart.yaml").write_text((chart / "Chart.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0"))
+    done = package(tmp_path, chart=chart)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "package-chart: Chart.yaml version 0.2.0 / appVersion 0.1.0 differ from pyproject.toml's 0.1.0: set all three"]
+    assert package(tmp_path, "https://registry.example/charts").stderr.strip().endswith(
+        "push target must be oci://REGISTRY/PATH, got https://registry.example/charts")
