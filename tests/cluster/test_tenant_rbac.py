@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import localcluster
+from tests.cluster.test_helm import can_i
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -34,13 +35,8 @@ def tenant_roles(cluster, crds, namespace):
     cluster.kubectl("delete", "clusterrole", *names, "--ignore-not-found", "--wait=false", check=False)
 
 
-def can_i(cluster, user: str, verb: str, resource: str, namespace: str, subresource: str = "") -> bool:
-    args = ["auth", "can-i", verb, resource, "--as", user, "-n", namespace]
-    if subresource:
-        args += ["--subresource", subresource]
-    done = cluster.kubectl(*args, check=False)
-    assert done.stdout.strip() in ("yes", "no"), done.stderr
-    return done.stdout.strip() == "yes"
+def may(cluster, user: str, verb: str, resource: str, namespace: str, subresource: str = "") -> bool:
+    return can_i(cluster, user, verb, resource, subresource, namespace)
 
 
 def bind(cluster, namespace: str, user: str, role: str) -> None:
@@ -55,22 +51,22 @@ def test_edit_and_view_in_one_namespace(cluster, tenant_roles, namespace):
         bind(cluster, namespace, editor, "edit")
         bind(cluster, namespace, viewer, "view")
         # The aggregation controller copies the rules into edit/admin/view within a moment.
-        wait_for("edit aggregates the tenant role", lambda: can_i(cluster, editor, "create", PP, namespace), timeout=60)
-        wait_for("view aggregates the tenant role", lambda: can_i(cluster, viewer, "list", PP, namespace), timeout=60)
+        wait_for("edit aggregates the tenant role", lambda: may(cluster, editor, "create", PP, namespace), timeout=60)
+        wait_for("view aggregates the tenant role", lambda: may(cluster, viewer, "list", PP, namespace), timeout=60)
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
-            assert can_i(cluster, editor, verb, PP, namespace), f"edit cannot {verb}"
-            assert not can_i(cluster, editor, verb, PP, other), f"edit can {verb} in a namespace it is not bound in"
-        assert can_i(cluster, editor, "get", PP, namespace, "status")
+            assert may(cluster, editor, verb, PP, namespace), f"edit cannot {verb}"
+            assert not may(cluster, editor, verb, PP, other), f"edit can {verb} in a namespace it is not bound in"
+        assert may(cluster, editor, "get", PP, namespace, "status")
         for verb in ("update", "patch"):
-            assert not can_i(cluster, editor, verb, PP, namespace, "status"), f"edit can {verb} status"
+            assert not may(cluster, editor, verb, PP, namespace, "status"), f"edit can {verb} status"
         for verb in ("get", "list", "watch"):
-            assert can_i(cluster, viewer, verb, PP, namespace), f"view cannot {verb}"
+            assert may(cluster, viewer, verb, PP, namespace), f"view cannot {verb}"
         for verb in ("create", "update", "patch", "delete"):
-            assert not can_i(cluster, viewer, verb, PP, namespace), f"view can {verb}"
+            assert not may(cluster, viewer, verb, PP, namespace), f"view can {verb}"
         # Cluster-scoped kubetune objects stay with cluster admins.
         for resource in ("nodetuningpolicies.kubetune.io", "nodetunings.kubetune.io"):
-            assert not can_i(cluster, editor, "create", resource, namespace)
-            assert not can_i(cluster, editor, "patch", resource, namespace)
+            assert not may(cluster, editor, "create", resource, namespace)
+            assert not may(cluster, editor, "patch", resource, namespace)
         edit = json.loads(cluster.kubectl("get", "clusterrole", "edit", "-o", "json").stdout)
         assert any(PP.split(".")[0] in r.get("resources", []) for r in edit["rules"])
     finally:
