@@ -98,25 +98,27 @@ class Evaluator:
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
         self.active: Callable[[], bool] = lambda: True
+        self.owns: Callable[[str], bool] = lambda namespace: True
 
     async def run_forever(self, view: Callable[[], ClusterView], ready: asyncio.Event | None = None,
-                          active: Callable[[], bool] = lambda: True) -> None:
-        self.active = active
+                          active: Callable[[], bool] = lambda: True, owns: Callable[[str], bool] = lambda ns: True) -> None:
+        self.active, self.owns = active, owns
         await run_every(self.settings.tick, lambda: self.cycle(view()), name="evaluation", ready=ready,
                         on_failure=self.metrics.cycle_failures.inc, active=active)
 
     async def cycle(self, view: ClusterView) -> None:
         clock = time.monotonic()
         policies = list(view.policies)
-        due = due_policies(policies, self.last_run, clock)
+        # Sharded: only the namespaces of the shards this replica holds (conflicts still see every policy).
+        due = due_policies([p for p in policies if self.owns(p.namespace)], self.last_run, clock)
         if not due:
             return
         start = time.perf_counter()
         batch = await self._fetch(due, clock)
         conflicts = conflicting(policies)
         for policy in due:
-            if not self.active():
-                break  # leadership lost mid-cycle: the new leader evaluates the rest
+            if not self.active() or not self.owns(policy.namespace):
+                break  # leadership (or this shard) lost mid-cycle: the new holder evaluates the rest
             self.last_run[policy.key] = clock
             try:
                 await self.evaluate(policy, view, batch, conflicts.get(policy.key))

@@ -77,16 +77,22 @@ def next_step(record: LeaseRecord | None, identity: str, unchanged_for: float, t
     return Step.WAIT
 
 
+_UNREAD = object()
+
+
 def _micro_time() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
     def __init__(self, kube: Kube, namespace: str, name: str, identity: str, timing: ElectionTiming = ElectionTiming(),
-                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[bool], None] = lambda leading: None):
+                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[bool], None] = lambda leading: None,
+                 may_acquire: Callable[[float], bool] = lambda free_for: True):
+        """`may_acquire(free_for)`: whether to create or take over a Lease that has been free (or
+        unrenewed) for `free_for` seconds; sharding uses it to spread shards over replicas."""
         self.kube, self.namespace, self.name, self.identity, self.timing = kube, namespace, name, identity, timing
-        self.clock, self.on_change = clock, on_change
-        self._seen: LeaseRecord | None = None
+        self.clock, self.on_change, self.may_acquire = clock, on_change, may_acquire
+        self._seen: LeaseRecord | None | object = _UNREAD  # the first read always counts as a change
         self._seen_at = float("-inf")
         self._renewed_at = float("-inf")
         self._was_leading = False
@@ -108,6 +114,8 @@ class LeaderElector:
         if record != self._seen:
             self._seen, self._seen_at = record, now
         step = next_step(record, self.identity, now - self._seen_at, self.timing)
+        if step in (Step.CREATE, Step.TAKE_OVER) and not self.may_acquire(now - self._seen_at):
+            step = Step.WAIT
         if step is not Step.WAIT:
             spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
                     "renewTime": _micro_time()}
@@ -137,7 +145,7 @@ class LeaderElector:
 
     def release(self) -> None:
         """On a clean shutdown: hand the Lease back at once instead of making the next leader wait."""
-        if not self.leading or self._seen is None:
+        if not self.leading:
             return
         try:
             lease = self.kube.get_lease(self.namespace, self.name)
@@ -150,14 +158,82 @@ class LeaderElector:
         self._renewed_at = float("-inf")
         self._settle()
 
+def shard_of(namespace: str, shards: int) -> int:
+    """A namespace's shard: FNV-1a of its name, stable across processes and versions (Python's own
+    hash() is salted per process)."""
+    h = 0x811C9DC5
+    for byte in namespace.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % shards
+
+
+class ShardedLeadership:
+    """One Lease per shard of the namespaces; a replica evaluates the policies of the shards it holds.
+    With one shard this is plain leader election on one Lease named `name`.
+
+    Spreading: a replica holding `fair_share` shards (the chart sets ceil(shards / replicas)) takes a
+    free shard only once it has stayed free for two lease durations — long enough for a replica below
+    its share to take it, short enough that the shards of a replica that died are always picked up."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str, identity: str, timing: ElectionTiming = ElectionTiming(),
+                 *, shards: int = 1, fair_share: int = 0, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[int], None] = lambda held: None):
+        self.shards, self.fair_share, self.timing, self.on_change = shards, fair_share, timing, on_change
+        names = [name] if shards == 1 else [f"{name}-shard-{i}" for i in range(shards)]
+        self.electors = [LeaderElector(kube, namespace, lease, identity, timing, clock, may_acquire=self._may_acquire)
+                         for lease in names]
+        # Replicas start their round at different shards, so they do not all race for the same ones.
+        self._first = shard_of(identity, shards)
+        self._held = 0
+
+    def _may_acquire(self, free_for: float) -> bool:
+        held = sum(e.leading for e in self.electors)
+        return not self.fair_share or held < self.fair_share or free_for >= 2 * self.timing.lease_duration
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return frozenset(i for i, e in enumerate(self.electors) if e.leading)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica holds any shard (its evaluation loop runs)."""
+        return bool(self.owned)
+
+    @property
+    def leads_nodes(self) -> bool:
+        """Node tuning is cluster-wide work for one replica: the holder of shard 0."""
+        return self.electors[0].leading
+
+    def owns(self, namespace: str) -> bool:
+        return shard_of(namespace, self.shards) in self.owned
+
+    def try_all(self) -> frozenset[int]:
+        order = self.electors[self._first:] + self.electors[:self._first]
+        for elector in order:
+            elector.try_acquire_or_renew()
+        owned = self.owned
+        if len(owned) != self._held:
+            self._held = len(owned)
+            self.on_change(self._held)
+        return owned
+
+    def release(self) -> None:
+        for elector in self.electors:
+            elector.release()
+
     async def run(self) -> None:
         while True:
-            await asyncio.to_thread(self.try_acquire_or_renew)
+            await asyncio.to_thread(self.try_all)
             # Jitter keeps candidates that started together from colliding every round.
             await asyncio.sleep(self.timing.retry_period * random.uniform(0.8, 1.0))
 
 
 class AlwaysLeading:
-    """Leader election switched off (one replica): the loops always run."""
+    """Leader election switched off (one replica): the loops always run, over every namespace."""
 
     leading = True
+    leads_nodes = True
+
+    @staticmethod
+    def owns(namespace: str) -> bool:
+        return True

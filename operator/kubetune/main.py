@@ -29,7 +29,7 @@ from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import Evaluator
 from kubetune.records import ClusterView, PolicyRecord, WorkloadRecord
 from kubetune.kube import Kube
-from kubetune.leadership import AlwaysLeading, ElectionTiming, LeaderElector
+from kubetune.leadership import AlwaysLeading, ElectionTiming, ShardedLeadership
 from kubetune.metrics import OperatorMetrics
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
 from kubetune.nodeplanner import NodePlanner, NodeView, node_facts, node_tuning_record
@@ -210,24 +210,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
 
     memo.readiness = asyncio.create_task(all_ready())
     memo.leadership = leadership(config, metrics)
-    if isinstance(memo.leadership, LeaderElector):
+    if isinstance(memo.leadership, ShardedLeadership):
         memo.election = asyncio.create_task(memo.leadership.run())
-    active = lambda: memo.leadership.leading  # noqa: E731
-    memo.evaluation = asyncio.create_task(evaluator.run_forever(lambda: cluster_view(indices), ready=ready,
-                                                                active=active))
+    memo.evaluation = asyncio.create_task(evaluator.run_forever(
+        lambda: cluster_view(indices), ready=ready, active=lambda: memo.leadership.leading,
+        owns=memo.leadership.owns))
     memo.node_planning = asyncio.create_task(NodePlanner(config, Kube(), metrics).run_forever(
-        lambda: node_view(indices), ready=ready, active=active))
+        lambda: node_view(indices), ready=ready, active=lambda: memo.leadership.leads_nodes))
 
 
-def leadership(config: OperatorSettings, metrics: OperatorMetrics) -> LeaderElector | AlwaysLeading:
+def leadership(config: OperatorSettings, metrics: OperatorMetrics) -> ShardedLeadership | AlwaysLeading:
     if not config.leader_election:
         metrics.leader.set(1)
         return AlwaysLeading()
     namespace = config.leader_election_namespace or os.environ.get("POD_NAMESPACE") or _service_account_namespace()
     identity = config.leader_election_identity or f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     timing = ElectionTiming(config.lease_duration, config.renew_deadline, config.retry_period)
-    return LeaderElector(Kube(), namespace, config.leader_election_lease, identity, timing,
-                         on_change=lambda leading: metrics.leader.set(1 if leading else 0))
+    return ShardedLeadership(Kube(), namespace, config.leader_election_lease, identity, timing,
+                             shards=config.shards, fair_share=config.fair_share, on_change=metrics.leader.set)
 
 
 def _service_account_namespace() -> str:
@@ -240,7 +240,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in (memo.get("readiness"), memo.get("election"), memo.get("evaluation"), memo.get("node_planning")):
         if task:
             task.cancel()
-    if isinstance(memo.get("leadership"), LeaderElector):
+    if isinstance(memo.get("leadership"), ShardedLeadership):
         await asyncio.to_thread(memo.leadership.release)  # the next leader need not wait out the lease
     if memo.get("pods"):
         memo.pods.stop()

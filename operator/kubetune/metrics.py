@@ -23,7 +23,8 @@ class OperatorMetrics:
                                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r)
         self.prometheus_failures = Counter("kubetune_prometheus_failures_total", "Cycles without Prometheus data.",
                                            registry=r)
-        self.leader = Gauge("kubetune_leader", "1 while this replica runs the loops (holds the Lease).", registry=r)
+        self.leader = Gauge("kubetune_leader", "Shards (Leases) this replica holds; 0 = standby, 1 = leader "
+                            "when there is one shard.", registry=r)
         self.node_tunings = Gauge("kubetune_node_tunings", "NodeTuning objects the operator maintains.", registry=r)
 
     def observe_queries(self, stats: QueryStats) -> None:

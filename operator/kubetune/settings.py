@@ -70,6 +70,12 @@ class OperatorSettings(BaseModel):
     """Seconds the leader keeps leading without a successful renewal (shorter than lease_duration)."""
     retry_period: float = Field(default=2.0, gt=0)
     """Seconds between attempts to acquire or renew the Lease."""
+    shards: int = Field(default=1, ge=1, le=64)
+    """Shards of the namespaces, one Lease each; a replica evaluates the policies of the shards it
+    holds (1 = one replica evaluates everything). See docs/scaling.md."""
+    fair_share: int = Field(default=0, ge=0, le=64)
+    """Shards a replica takes at once before leaving the rest to others for two lease durations
+    (the chart sets ceil(shards / replicas)); 0 = no limit."""
     webhook_port: int = Field(default=0, ge=0, le=65535)
     """Port of the mutating admission webhook (new pods get in-place resources); 0 = off."""
     webhook_host: str = "127.0.0.1"

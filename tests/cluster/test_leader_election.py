@@ -12,6 +12,7 @@ import pytest
 
 from tests.cluster.test_operator import MI, Operator, deploy, get, policy, template_cpu  # noqa: F401
 from tests.cluster.test_operator import exporter, exporter_and_address  # noqa: F401  (fixtures)
+from kubetune.leadership import shard_of
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -32,9 +33,13 @@ def replicas(cluster, prometheus, namespace, tmp_path):
         print(f"--- {name}\n{op.log()[-2000:]}")
 
 
-def holder(cluster, namespace) -> str | None:
-    out = cluster.kubectl("get", "lease", "kubetune-operator", "-n", namespace, "-o", "json", check=False)
+def holder_of(cluster, namespace, lease) -> str | None:
+    out = cluster.kubectl("get", "lease", lease, "-n", namespace, "-o", "json", check=False)
     return json.loads(out.stdout)["spec"].get("holderIdentity") if out.returncode == 0 else None
+
+
+def holder(cluster, namespace) -> str | None:
+    return holder_of(cluster, namespace, "kubetune-operator")
 
 
 def test_only_the_leader_acts(cluster, crds, namespace, exporter, replicas):
@@ -80,3 +85,29 @@ def test_standby_takes_over_when_the_leader_is_killed_mid_cycle(cluster, crds, n
     status = get(cluster, "performancepolicy", namespace, "api")["status"]
     assert template_cpu(cluster, namespace) == "600m"
     assert status["lastAction"]["time"] == recorded["time"] and not status.get("history")
+
+
+def test_two_shards_on_two_replicas_split_the_namespaces(cluster, crds, namespace, exporter, replicas):
+    """Two shards, fair share 1: each replica holds one Lease and evaluates the policies of its shard's
+    namespace only; both policies are evaluated."""
+    other = next(f"{namespace}-{i}" for i in range(100) if shard_of(f"{namespace}-{i}", 2) != shard_of(namespace, 2))
+    cluster.kubectl("create", "namespace", other)
+    try:
+        for op in replicas.values():
+            op.env |= {"KUBETUNE_SHARDS": "2", "KUBETUNE_FAIR_SHARE": "1", "KUBETUNE_NAMESPACES": f"{namespace},{other}"}
+            op.start()
+        for ns in (namespace, other):
+            deploy(cluster, ns)
+            policy(cluster, ns, mode="Recommend")
+
+        def holders():
+            found = {holder_of(cluster, namespace, f"kubetune-operator-shard-{i}") for i in (0, 1)}
+            return found if found == set(replicas) else None
+
+        wait_for("each replica holding one shard", holders, timeout=60)
+        for ns in (namespace, other):
+            wait_for(f"the policy in {ns} evaluated", lambda ns=ns: get(cluster, "performancepolicy", ns, "api")
+                     .get("status", {}).get("observedGeneration"), timeout=60)
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+

@@ -498,3 +498,13 @@ async def test_a_new_leader_does_not_repeat_the_event_the_status_already_explain
     # Another process (restart, failover) evaluates the same policy with the status the first one wrote.
     second = await evaluate(policy(status=first.status), prom)
     assert second.reasons() == []
+
+
+async def test_a_sharded_replica_evaluates_only_the_namespaces_of_its_shards():
+    from kubetune.records import PolicyRecord
+    mine, theirs = policy(), PolicyRecord("other-team", "pp", "uid-x", 1, "2026-11-27T10:00:00Z", spec(), None, {})
+    kube = FakeKube()
+    ev = evaluator(FakePrometheus(batch=cpu_batch(PODS, now=0.2)), kube)
+    ev.owns = lambda namespace: namespace == "shop"
+    await ev.cycle(view([mine, theirs], [pod(n) for n in PODS]))
+    assert list(kube.by_policy) == [("shop", "pp")]

@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from kubetune.kube import KubeError
-from kubetune.leadership import ElectionTiming, LeaderElector, LeaseRecord, Step, next_step
+from kubetune.leadership import ElectionTiming, LeaderElector, LeaseRecord, ShardedLeadership, Step, next_step, shard_of
 
 pytestmark = pytest.mark.unit
 
@@ -162,3 +162,57 @@ class _StaleReads:
 
     def update_lease(self, *args):
         return self.store.update_lease(*args)
+
+
+# --- sharding: one Lease per shard of the namespaces -------------------------------------------------
+
+
+class ShardStore:
+    """Several Leases by name, each behaving like LeaseStore."""
+
+    def __init__(self):
+        self.leases: dict[str, LeaseStore] = {}
+
+    def _one(self, name):
+        return self.leases.setdefault(name, LeaseStore())
+
+    def get_lease(self, namespace, name):
+        return self._one(name).get_lease(namespace, name)
+
+    def create_lease(self, namespace, name, spec):
+        return self._one(name).create_lease(namespace, name, spec)
+
+    def update_lease(self, namespace, name, spec, resource_version):
+        return self._one(name).update_lease(namespace, name, spec, resource_version)
+
+
+def test_shard_of_is_stable_and_spreads_namespaces():
+    assert shard_of("team-a", 8) == shard_of("team-a", 8)  # no per-process salt, unlike hash()
+    counts = [0] * 4
+    for i in range(400):
+        counts[shard_of(f"team-{i}", 4)] += 1
+    assert min(counts) > 60, counts
+
+
+def test_replicas_share_the_shards_and_take_over_those_of_a_dead_one():
+    store, clock = ShardStore(), Clock()
+    a, b = (ShardedLeadership(store, "kubetune", "op", name, TIMING, shards=4, fair_share=2, clock=clock)
+            for name in ("a", "b"))
+    for _ in range(10):
+        a.try_all()
+        b.try_all()
+        clock.now += TIMING.retry_period
+    assert len(a.owned) == 2 and len(b.owned) == 2 and not a.owned & b.owned
+    assert all(a.owns(ns) != b.owns(ns) for ns in (f"team-{i}" for i in range(50)))
+    assert a.leads_nodes != b.leads_nodes  # shard 0, the node planner, on exactly one of them
+    for _ in range(30):  # b dies: a waits out the lease, then two lease durations over its fair share
+        a.try_all()
+        clock.now += TIMING.retry_period
+    assert a.owned == {0, 1, 2, 3} and a.leads_nodes
+
+
+def test_one_shard_is_plain_leader_election_on_the_named_lease():
+    store, clock = ShardStore(), Clock()
+    only = ShardedLeadership(store, "kubetune", "op", "a", TIMING, clock=clock)
+    only.try_all()
+    assert only.leading and only.leads_nodes and only.owns("any-namespace") and list(store.leases) == ["op"]
