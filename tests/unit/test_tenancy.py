@@ -6,7 +6,7 @@ from __future__ import annotations
 import promql_parser as pq
 import pytest
 
-from kubetune.gates import unconfined_query
+from kubetune.gates import PolicyFacts, unconfined_query
 from kubetune.promql import policy_query
 from kubetune.reasons import Reason
 from kubetune.tenancy import QueryNotConfined, confine, refused_template
@@ -95,7 +95,9 @@ def test_refused_template_names_the_field_and_the_template():
 
 def test_gate_refuses_a_template_naming_another_namespace():
     body = spec(metrics={"throughput": {"query": 'sum(rate(requests{namespace="other"}[$rate]))'}})
-    verdict = unconfined_query(type("Facts", (), {"policy": policy(body), "running": [pod("web-1")]})())
+    verdict = unconfined_query(PolicyFacts(policy(body), pods=(pod("web-1"),)))
     assert verdict.reason is Reason.QUERY_NOT_CONFINED
     assert "spec.metrics.throughput.query" in verdict.message
-    assert unconfined_query(type("Facts", (), {"policy": policy(), "running": []})()) is None
+    assert unconfined_query(PolicyFacts(policy())) is None
+    counters = spec(metrics={"throughput": {"counter": "http_requests_total"}})
+    assert unconfined_query(PolicyFacts(policy(counters))) is None, "counters are kubetune's own selectors"
