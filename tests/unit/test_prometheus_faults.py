@@ -14,9 +14,14 @@ from typing import Callable
 
 import pytest
 
+from kubetune.evaluation import Evaluator
+from kubetune.metrics import OperatorMetrics
 from kubetune.prometheus import MAX_WORKLOAD_SERIES, Prometheus, PrometheusUnavailable
 from kubetune.promql import PromQuery
+from kubetune.reasons import ConditionType, Reason
+from kubetune.records import parse_status
 from kubetune.settings import OperatorSettings
+from tests.unit.loopfakes import NOW, FakeKube, pod, policy, view
 
 # Each test runs in well under a second (unit), but the two of 100,000 series (about 1.5 s each: 7 MB of
 # JSON), which run in the cluster tier's time although they need no cluster.
@@ -70,7 +75,7 @@ class FakePrometheus:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
@@ -176,3 +181,27 @@ def test_a_workload_query_of_a_hundred_thousand_series_is_refused_with_the_count
     fake.answer = (200, "application/json", MANY_SERIES, 0.0)
     with pytest.raises(PrometheusUnavailable, match=f"{MANY} series, more than the {MAX_WORKLOAD_SERIES}"):
         patient.scalar("errors")
+
+
+# --- through the evaluation loop: the real seam, a fake Kubernetes ----------------------------------
+
+LOOP = [
+    ("http-500", (500, "text/plain", b"query timed out in expression evaluation", 0.0), Reason.PROMETHEUS_UNAVAILABLE,
+     "HTTP 500: query timed out"),
+    ("html-page", (200, "text/html", HTML, 0.0), Reason.PROMETHEUS_UNAVAILABLE, "not Prometheus JSON"),
+    ("plus-inf-everywhere", (200, "application/json", vector("+Inf", "+Inf"), 0.0), Reason.NO_DATA, "no CPU usage"),
+    ("nan-everywhere", (200, "application/json", vector("NaN", "NaN"), 0.0), Reason.NO_DATA, "no CPU usage"),
+]
+
+
+@unit
+@pytest.mark.parametrize("answer,reason,why", [c[1:] for c in LOOP], ids=[c[0] for c in LOOP])
+async def test_the_cycle_survives_with_a_condition_and_changes_nothing(fake, patient, answer, reason, why):
+    fake.answer = answer
+    kube = FakeKube()
+    p = policy()
+    evaluator = Evaluator(patient.settings, patient, kube, OperatorMetrics(), clock=lambda: NOW)
+    await evaluator.cycle(view(p, [pod("web-0"), pod("web-1")]))
+    ready = next(c for c in parse_status(kube.status).conditions if c.type == ConditionType.METRICS_AVAILABLE.value)
+    assert (ready.status.value, ready.reason) == ("False", reason.value) and why in ready.message, ready.message
+    assert not kube.of("resize") and not kube.of("template")
