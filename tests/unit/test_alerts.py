@@ -1,5 +1,5 @@
 """Every alert of deploy/prometheus/kubetune-rules.yaml reads metrics something exports and links a
-runbook section that exists.
+runbook section that exists; every kubetune metric the Grafana dashboard plots is exported too.
 
 The operator's metrics come from the registry `kubetune-operator` serves (`OperatorMetrics`); the
 agent's from a real collection on this machine rendered by the exporter the agent serves, so a
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "kubetune-rules.yaml"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
+DASHBOARD = REPO / "deploy" / "helm" / "kubetune" / "files" / "kubetune-dashboard.json"
 RUNBOOK_BASE = "https://github.com/kubetune/kubetune/blob/main/docs/runbooks.md#"
 # Metrics an alert may read that kubetune does not export: Prometheus' own and kube-state-metrics'.
 EXTERNAL = {"up", "kube_daemonset_status_number_ready", "kube_daemonset_status_desired_number_scheduled"}
@@ -41,14 +42,20 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exposition_names(text: str) -> set[str]:
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    """Sample names, and the families declared by `# TYPE` (a labelled counter shows samples only once
+    a label set is used, e.g. kubetune_decisions_total after the first decision)."""
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    return names | {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> set[str]:
     names = exposition_names(generate_latest(OperatorMetrics().registry).decode())
-    agent, metrics = build_agent(AgentSettings(host_root=Path("/"), journal_dir=tmp_path_factory.mktemp("journal")))
-    agent.cycle(None)  # one real collection, as the metrics-only loop does
+    # A latency target (a closed local port answers at once) so the TCP connect families are rendered.
+    agent, metrics = build_agent(AgentSettings(host_root=Path("/"), journal_dir=tmp_path_factory.mktemp("journal"),
+                                               latency_targets=("127.0.0.1:1",)))
+    for _ in range(2):  # real collections, as the metrics-only loop makes them; rates need two
+        agent.cycle(None)
     # Thermal counters exist only on some CPUs (x86 thermal_throttle): render a sample that has them.
     metrics.sample = dataclasses.replace(metrics.sample, thermal_throttle_events=metrics.sample.thermal_throttle_events or 1)
     registry = CollectorRegistry(auto_describe=False)
@@ -72,3 +79,13 @@ def test_every_alert_links_its_runbook(alert):
     url = alert["annotations"]["runbook_url"]
     assert url == RUNBOOK_BASE + alert["alert"].lower()
     assert f"\n## {alert['alert']}\n" in RUNBOOKS.read_text()
+
+
+def test_every_dashboard_metric_is_exported(exported):
+    import json
+
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    # kubetune_* only: recording rules (kubetune:…) come from the rules file, `up` from Prometheus.
+    used = {name for e in exprs for name in re.findall(r"\b(kubetune_[a-z0-9_]+)", e)}
+    assert used and not used - exported, sorted(used - exported)
