@@ -392,6 +392,459 @@ def detect_anomalies(
 
 
 # ---------------------------------------------------------------------------------------------
+# Forecast for predictive scaling: level and trend since the last level shift
+# ---------------------------------------------------------------------------------------------
+
+# The forecaster looks at the last two hours; longer series are averaged into at most
+# FORECAST_POINTS blocks first (the cost stays O(points) per series, and block means remove noise).
+FORECAST_WINDOW_SECONDS = 2 * 3_600
+FORECAST_POINTS = 120
+MIN_SEGMENT_POINTS = 8  # a trend is fitted on at least this many points after a level shift
+# The trend is damped: it is believed for TREND_HALF_LIFE_SECONDS, then fades (damped Holt's idea:
+# trends in load do not go on forever, and an undamped line is the usual cause of false alarms).
+TREND_HALF_LIFE_SECONDS = 3_600.0
+# Predictive spread, in units of the fit's residual sigma: the uncertainty of the fitted line at the
+# horizon, plus OBSERVATION_SHARE of one sample's noise (the rule needs a level held for minutes, not
+# one sample), plus TREND_DOUBT x the extrapolated change (the trend itself may end).
+OBSERVATION_SHARE = 0.3
+TREND_DOUBT = 0.35
+# Platt scaling of the normal model's score (forecast beyond the threshold, in spreads) into a
+# probability that came true as often as it says on the harness: fitted by
+# `python tests/bench/analysis_quality.py --calibrate` on a seed the reported figures do not use.
+CONFIDENCE_SLOPE = 1.210
+CONFIDENCE_OFFSET = -1.459
+FORECAST_MIN_CONFIDENCE = 0.6
+
+
+def forecast_window(step: float) -> int:
+    """Samples of history `forecast_batch` uses at `step` seconds (more are ignored)."""
+    return max(1, math.ceil(FORECAST_WINDOW_SECONDS / step))
+
+
+@dataclass(frozen=True)
+class ForecastBatch:
+    """Per-series results of `forecast_batch` (one entry per row; NaN: too few samples)."""
+
+    level: FloatArray  # the fitted level now
+    slope: FloatArray  # per second, of the segment since the last level shift (0 for a fresh step)
+    slope_z: FloatArray  # slope / its standard error: how sure the trend is (|z| >= 3: a real trend)
+    value_at_horizon: FloatArray  # the damped forecast at the horizon
+    spread: FloatArray  # the forecast's standard deviation at the horizon
+    shift_samples_ago: npt.NDArray[np.int64]  # samples since the level shift used (-1: none found)
+    crossing_probability: FloatArray  # P(the level is beyond the threshold at the horizon); NaN without thresholds
+    will_cross: npt.NDArray[np.bool_]  # crossing_probability >= min_confidence
+    horizon: float
+
+
+def _segment_sums(rows: FloatArray, weights: FloatArray) -> list[FloatArray]:
+    """Cumulative sums (with a leading 0) of w, wt, wt^2, wy, wty, wy^2 along each row."""
+    t = np.arange(rows.shape[-1], dtype=np.float64)
+    y = np.where(weights > 0, rows, 0.0)
+    terms = [weights, weights * t, weights * t * t, y, y * t, y * y]
+    return [np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(term, axis=-1)], axis=-1) for term in terms]
+
+
+def _line_fit(sums: list[FloatArray], start: npt.NDArray[np.int64], stop: npt.NDArray[np.int64]
+              ) -> tuple[FloatArray, ...]:
+    """Least squares lines on samples [start, stop) (index arrays of one shape, rows first):
+    n, mean t, Sxx, slope, mean y, SSE of the line, SSE of a flat level."""
+    n, st, stt, sy, sty, syy = (np.take_along_axis(c, stop, -1) - np.take_along_axis(c, start, -1) for c in sums)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_t, mean_y = st / n, sy / n
+        sxx = stt - st * mean_t
+        sxy = sty - st * mean_y
+        syy_c = syy - sy * mean_y
+        slope = np.where(sxx > 0, sxy / sxx, 0.0)
+        sse = np.fmax(syy_c - slope * sxy, 0.0)
+    return n, mean_t, sxx, slope, mean_y, sse, np.fmax(syy_c, 0.0)
+
+
+def forecast_batch(
+    values: ArrayLike,
+    *,
+    step: float,
+    horizon: float,
+    thresholds: ArrayLike | None = None,
+    direction: Literal["above", "below"] = "above",
+    min_confidence: float = FORECAST_MIN_CONFIDENCE,
+) -> ForecastBatch:
+    """Where each series (rows, oldest first) will be in `horizon` seconds, and how likely it crosses.
+
+    1. Level shifts: the window is fitted three ways — one line; a line, a break, a new line (at
+       least MIN_SEGMENT_POINTS long); a line, a break and a flat new level (a step in the last few
+       samples) — and BIC picks one. A step is thereby a new level, not a steep trend.
+    2. Level and trend: the least-squares line of the segment since the chosen break gives the level
+       now and the slope; the slope is damped with a half-life of TREND_HALF_LIFE_SECONDS (damped
+       trend, as in damped Holt), so a long horizon does not extrapolate it for ever.
+    3. Confidence: P(level at the horizon beyond the threshold) under a normal forecast whose spread
+       adds the fitted line's uncertainty, OBSERVATION_SHARE of the sample noise and TREND_DOUBT x the
+       extrapolated change; the constants are calibrated on the quality harness
+       (tests/bench/analysis_quality.py), which prints how often each confidence band came true.
+    """
+    rows = _as_rows(values)
+    rows = rows[:, -forecast_window(step):]
+    n_series, length = rows.shape
+    block = max(1, math.ceil(length / FORECAST_POINTS))
+    if block > 1:
+        usable = (length // block) * block
+        kept = rows[:, length - usable :].reshape(n_series, -1, block)
+        with np.errstate(invalid="ignore"):
+            rows = np.nanmean(kept, axis=-1) if np.isnan(kept).any() else kept.mean(axis=-1)
+        length = rows.shape[1]
+    point_step = step * block
+    weights = (~np.isnan(rows)).astype(np.float64)
+    sums = _segment_sums(rows, weights)
+    valid = weights.sum(axis=-1)
+    rows_index = np.arange(n_series)
+
+    # Model 0: one line over the window.
+    whole = _line_fit(sums, np.zeros((n_series, 1), dtype=np.int64), np.full((n_series, 1), length, dtype=np.int64))
+    # Models 1 and 2: a line, a break before sample s, then a line (s <= length - m) or, for a step in
+    # the last m samples, a flat level. BIC (parameters: 2 for one line, 5 and 4 with a break) decides.
+    m = MIN_SEGMENT_POINTS
+    breaks = np.arange(m, max(m, length), dtype=np.int64)
+    start = np.ascontiguousarray(np.broadcast_to(breaks, (n_series, breaks.size)))
+    prefix = _line_fit(sums, np.zeros_like(start), start)
+    suffix = _line_fit(sums, start, np.full_like(start, length))
+    line_suffix = breaks <= length - m
+    sse_break = prefix[5] + np.where(line_suffix, suffix[5], suffix[6])
+    params = np.where(line_suffix, 5, 4)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bic_whole = valid * np.log(np.fmax(whole[5][:, 0], 1e-12) / valid) + 2 * np.log(valid)
+        bic_break = valid[:, None] * np.log(np.fmax(sse_break, 1e-12) / valid[:, None]) + params * np.log(valid)[:, None]
+    bic_break = np.where(np.isfinite(bic_break) & (prefix[0] >= 2) & (suffix[0] >= 1), bic_break, np.inf)
+    if breaks.size:
+        choice = np.argmin(bic_break, axis=-1)
+        use_break = bic_break[rows_index, choice] < bic_whole
+    else:
+        choice, use_break = np.zeros(n_series, dtype=np.int64), np.zeros(n_series, bool)
+
+    def chosen(of_suffix: FloatArray, of_whole: FloatArray) -> FloatArray:
+        return np.where(use_break, of_suffix[rows_index, choice] if breaks.size else 0.0, of_whole[:, 0])
+
+    n, mean_t, sxx, slope, mean_y = (chosen(a_, b_) for a_, b_ in zip(suffix[:5], whole[:5]))
+    flat = use_break & ~line_suffix[choice] if breaks.size else np.zeros(n_series, bool)
+    slope = np.where(flat, 0.0, slope)
+    sse = chosen(sse_break, whole[5])
+    dof = np.fmax(valid - np.where(use_break, params[choice] if breaks.size else 2, 2), 1)
+    sigma = np.sqrt(sse / dof)
+    now = length - 1.0
+    level = mean_y + slope * (now - mean_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope_z = np.where((sxx > 0) & ~flat, slope * np.sqrt(sxx) / sigma, 0.0)
+
+    ahead = horizon / point_step
+    phi = 0.5 ** (point_step / TREND_HALF_LIFE_SECONDS)
+    damped = ahead if phi >= 1 else phi * (1 - phi**ahead) / (1 - phi)
+    change = slope * damped
+    forecast = level + change
+    with np.errstate(divide="ignore", invalid="ignore"):
+        line_var = sigma**2 * (1 / n + np.where(flat | (sxx <= 0), 0.0, (now + damped - mean_t) ** 2 / sxx))
+    spread = np.sqrt(line_var + OBSERVATION_SHARE * sigma**2 + (TREND_DOUBT * change) ** 2)
+    scarce = valid < MIN_TREND_SAMPLES * 2
+    for array in (level, slope, slope_z, forecast, spread):
+        array[scarce] = np.nan
+    probability = np.full(n_series, np.nan)
+    will_cross = np.zeros(n_series, bool)
+    if thresholds is not None:
+        limit = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n_series,))
+        gap = forecast - limit if direction == "above" else limit - forecast
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.where(spread > 0, gap / spread, np.where(gap >= 0, np.inf, -np.inf))
+        probability = 1 / (1 + np.exp(-np.clip(CONFIDENCE_SLOPE * score + CONFIDENCE_OFFSET, -50, 50)))
+        probability[scarce] = np.nan
+        will_cross = np.nan_to_num(probability) >= min_confidence
+    shift = np.where(use_break, (length - breaks[choice]) * block if breaks.size else -1, -1)
+    return ForecastBatch(level=level, slope=slope / point_step, slope_z=slope_z, value_at_horizon=forecast,
+                         spread=spread, shift_samples_ago=shift.astype(np.int64), crossing_probability=probability,
+                         will_cross=will_cross, horizon=horizon)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incident detection: what the evaluation loop asks each cycle
+# ---------------------------------------------------------------------------------------------
+
+# How far back the detector looks: eight days and two hours, so that a weekly baseline (the same time
+# a week ago) exists for a whole reference day plus the recent samples.
+DETECTOR_HISTORY_SECONDS = 8 * 86_400 + 2 * 3_600
+# The reference the newest samples are judged against: the day before them.
+REFERENCE_SECONDS = 86_400
+REFERENCE_POINTS = 288
+# The newest samples replayed to know whether an incident is open now (the incident state is a
+# function of the window, so the operator keeps no state and a restart loses nothing).
+RECENT_SECONDS = 2 * 3_600
+DAY_SECONDS = 86_400
+WEEK_SECONDS = 7 * DAY_SECONDS
+SEASONAL_DAYS = 7  # the daily baseline is the median of the same time on up to 7 previous days
+# A seasonal baseline is used only when it explains the reference clearly better than a flat one.
+SEASONAL_GAIN = 0.8
+MIN_REFERENCE_SAMPLES = 12
+# The 1st and 99th percentiles are 2.326 sigmas from the median for normal data, the quartiles 1.349 apart.
+TAIL_TO_SIGMA = 2.326
+IQR_TO_SIGMA = 1.349
+HOUR_SECONDS = 3_600
+HOURLY_LAGS = 6  # the hourly baseline: the same minute in up to 6 previous hours
+# Persistence and hysteresis, in samples of the series' own step (see anomaly_incidents).
+OPEN_SAMPLES = 2
+SPIKE_FACTOR = 2.0
+EXIT_FACTOR = 0.5
+CLOSE_SAMPLES = 6
+INCIDENT_CHUNK_ROWS = 512
+
+
+def detector_window(step: float) -> int:
+    """Samples of history `anomaly_incidents` uses at `step` seconds (more are ignored)."""
+    return max(1, math.ceil(DETECTOR_HISTORY_SECONDS / step))
+
+
+@dataclass(frozen=True)
+class IncidentBatch:
+    """Per-series results of `anomaly_incidents` (one entry per row)."""
+
+    active: npt.NDArray[np.bool_]  # an incident is open at the newest sample
+    opened: npt.NDArray[np.int64]  # samples since the open incident began (-1: none open)
+    zscore: FloatArray  # the newest sample's deviation in (floored) robust standard deviations
+    expected: FloatArray  # what the baseline expected for the newest sample
+    scale: FloatArray  # the floored robust sigma used
+    baseline: npt.NDArray[np.int64]  # 0 flat (the reference day's median), 1 daily, 2 weekly, 3 hourly; -1 not judged
+
+
+BASELINE_NAMES = ("the median of the previous day", "the same time on previous days", "the same time a week ago",
+                  "the same minute of previous hours")
+
+
+def _order_statistics(values: FloatArray, quantiles: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """The given quantiles (nearest rank) of the valid values along the last axis, and the valid counts.
+
+    One sort per row — numpy's SIMD sort beats `partition` and `median` on rows of a few hundred — and
+    NaN sorts last, so the ranks simply count valid values only; NaN where a row has none.
+    """
+    ordered = np.sort(values, axis=-1)
+    valid = (~np.isnan(ordered)).sum(axis=-1)
+    ranks = np.round(quantiles * np.fmax(valid[..., None] - 1, 0)).astype(np.int64)
+    stats = np.take_along_axis(ordered, ranks, axis=-1)
+    return np.where(valid[..., None] > 0, stats, np.nan), valid
+
+
+def _median_of_few(slices: list[FloatArray]) -> FloatArray:
+    """Elementwise median across a few equally shaped arrays without NaN: an odd-even transposition
+    sorting network with in-place min/max, ~2x faster than sorting a short last axis row by row.
+    The arrays are sorted in place (the caller's own temporaries)."""
+    v = list(slices)
+    spare = np.empty_like(v[0])
+    for rank in range(len(v)):
+        for i in range(rank % 2, len(v) - 1, 2):
+            np.minimum(v[i], v[i + 1], out=spare)
+            np.maximum(v[i], v[i + 1], out=v[i + 1])
+            v[i], spare = spare, v[i]
+    half = len(v) // 2
+    return v[half] if len(v) % 2 else 0.5 * (v[half - 1] + v[half])
+
+
+def _seasonal_expectation(rows: FloatArray, positions: npt.NDArray[np.int64], lags: list[int],
+                          min_valid: int) -> FloatArray | None:
+    """Per position, the median of the samples `lags` earlier (NaN with fewer than `min_valid` of
+    them in the window); None when no lag fits in the window at all."""
+    lags = [lag for lag in lags if lag <= positions[-1]]
+    if not lags:
+        return None
+    slices = []
+    for lag in lags:
+        index = positions - lag
+        lagged = rows[:, np.clip(index, 0, None)]
+        lagged[:, index < 0] = np.nan
+        slices.append(lagged)
+    missing = np.zeros(slices[0].shape, dtype=np.int64)
+    for lagged in slices:
+        missing += np.isnan(lagged)
+    gappy = missing > 0
+    originals = [lagged[gappy] for lagged in slices] if gappy.any() else []
+    expected = _median_of_few(slices)
+    if gappy.any():
+        # NaN does not order under min/max: positions with a missing lag sort their few valid values.
+        ordered = np.sort(np.stack(originals, axis=-1), axis=-1)
+        valid = len(slices) - missing[gappy][:, None]
+        low = np.take_along_axis(ordered, np.fmax(valid - 1, 0) // 2, axis=-1)
+        high = np.take_along_axis(ordered, np.fmax(valid // 2, 0), axis=-1)
+        expected[gappy] = np.where(valid[:, 0] >= max(1, min_valid), 0.5 * (low + high)[:, 0], np.nan)
+    return expected
+
+
+RESIDUAL_QUANTILES = np.array([1 - 0.99, 0.25, 0.5, 0.75, 0.99])
+
+
+def _residual_scale(residuals: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
+    """Median and sigma of each row of reference residuals, and the valid-sample count.
+
+    The sigma is the larger of the interquartile range's (/1.349) and the tail's: the larger of the
+    distances from the median to the 1st and 99th percentiles, / 2.326 — what they are for normal
+    data. The quartiles alone ignore whatever happens in fewer than a quarter of the samples (an
+    hourly job, heavy-tailed bursts), which would then be flagged every time it recurs.
+    """
+    stats, valid = _order_statistics(residuals, RESIDUAL_QUANTILES)
+    low, q1, median, q3, high = np.moveaxis(stats, -1, 0)
+    sigma = np.fmax((q3 - q1) / IQR_TO_SIGMA, np.fmax(high - median, median - low) / TAIL_TO_SIGMA)
+    return median, sigma, valid
+
+
+def _incident_rows(rows: FloatArray, step: float, threshold: float, floor_absolute: float, floor_relative: float,
+                   direction: str) -> tuple[FloatArray, ...]:
+    """anomaly_incidents on one chunk of rows; the arrays of IncidentBatch, in its order."""
+    n_series, length = rows.shape
+    recent = max(OPEN_SAMPLES, min(math.ceil(RECENT_SECONDS / step), length // 4))
+    reference_length = min(math.ceil(REFERENCE_SECONDS / step), length - recent)
+    # The reference is thinned to at most REFERENCE_POINTS samples (every 5-minute sample of a day; a
+    # 15-second series is thinned): a heavy tail needs that many samples for stable 1st and 99th percentiles.
+    stride = max(1, math.ceil(reference_length / REFERENCE_POINTS))
+    reference_positions = np.arange(length - recent - 1, length - recent - reference_length - 1, -stride)[::-1]
+    reference_length = reference_positions.size
+    positions = np.concatenate([reference_positions, np.arange(length - recent, length)])
+    judged = rows[:, positions]
+    observed = judged[:, reference_length:]
+    day, week, hour = round(DAY_SECONDS / step), round(WEEK_SECONDS / step), round(HOUR_SECONDS / step)
+    expectations: list[tuple[int, FloatArray]] = [(0, np.zeros_like(judged))]
+    for kind, lags, min_valid in ((1, [k * day for k in range(1, SEASONAL_DAYS + 1)], 2),
+                                  (2, [week - 1, week, week + 1], 1),
+                                  (3, [k * hour for k in range(1, HOURLY_LAGS + 1)] if hour >= 2 else [], 2)):
+        expected = _seasonal_expectation(rows, positions, lags, min_valid)
+        if expected is not None:
+            expectations.append((kind, expected))
+
+    level = _nanmedian(judged[:, :reference_length])
+    fits = []
+    for kind, expected in expectations:
+        location, sigma, valid = _residual_scale((judged - expected)[:, :reference_length])
+        usable = valid >= max(MIN_REFERENCE_SAMPLES, reference_length // 2)
+        fits.append((kind, expected[:, reference_length:] + location[:, None], np.where(usable, sigma, np.inf)))
+    best_sigma = np.min([sigma for _, _, sigma in fits], axis=0)
+    judged_rows = np.isfinite(best_sigma)
+    z_all, expected_all, scale_all = [], [], []
+    for _, expected, sigma in fits:
+        # Candidates close to the best one all get a say, and the sample must be unusual for each of
+        # them: last week's Saturday explains this Saturday even when yesterday was a weekday.
+        good = sigma <= best_sigma / SEASONAL_GAIN
+        floor = np.maximum(floor_relative * np.fmax(np.abs(level)[:, None], np.abs(expected)), floor_absolute)
+        scale = np.fmax(np.where(np.isfinite(sigma), sigma, np.nan)[:, None], floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(scale > 0, (observed - expected) / scale, 0.0)
+        z_all.append(np.where(good[:, None] & ~np.isnan(z), z, np.inf))
+        expected_all.append(expected)
+        scale_all.append(scale)
+    stacked = np.stack(z_all)  # candidates x series x recent
+    pick = np.argmin(np.abs(stacked), axis=0)
+    z = np.take_along_axis(stacked, pick[None], axis=0)[0]
+    z = np.where(np.isfinite(z), z, np.nan)
+    if direction == "above":
+        z = np.fmax(z, 0.0)
+    elif direction == "below":
+        z = np.fmin(z, 0.0)
+
+    active = np.zeros(n_series, bool)
+    opened = np.full(n_series, -1, dtype=np.int64)
+    streak = np.zeros(n_series, dtype=np.int64)  # consecutive same-sign exceedances, signed
+    quiet = np.zeros(n_series, dtype=np.int64)
+    for i in range(recent):
+        zi = np.nan_to_num(z[:, i])
+        sign = (np.sign(zi) * (np.abs(zi) >= threshold)).astype(np.int64)
+        streak = np.where((sign != 0) & (np.sign(streak) == sign), streak + sign, sign)
+        opens = ~active & ((np.abs(streak) >= OPEN_SAMPLES) | (np.abs(zi) >= SPIKE_FACTOR * threshold))
+        quiet = np.where(np.abs(zi) < EXIT_FACTOR * threshold, quiet + 1, 0)
+        active = (active | opens) & ~(active & (quiet >= CLOSE_SAMPLES))
+        opened = np.where(opens, recent - 1 - i, np.where(active, opened, -1))
+    active &= judged_rows
+    newest = pick[:, -1]
+    series_index = np.arange(n_series)
+    kinds = np.array([kind for kind, _, _ in fits])
+    return (active, np.where(active, opened, -1),
+            np.where(judged_rows, z[:, -1], np.nan),
+            np.where(judged_rows, np.stack(expected_all)[newest, series_index, -1], np.nan),
+            np.where(judged_rows, np.stack(scale_all)[newest, series_index, -1], np.nan),
+            np.where(judged_rows, kinds[newest], -1))
+
+
+def anomaly_incidents(
+    values: ArrayLike,
+    *,
+    step: float,
+    threshold: float = 3.0,
+    floor_absolute: float = 0.0,
+    floor_relative: float = 0.05,
+    direction: Literal["both", "above", "below"] = "both",
+) -> IncidentBatch:
+    """Whether an anomaly incident is open at the newest sample of each series (rows, oldest first).
+
+    1. Reference: the day before the newest RECENT_SECONDS (less when the window is shorter). Up to
+       four baselines are fitted to it: flat (its median), daily (per sample the median of the same
+       time on up to 7 previous days), weekly (the same time a week ago, median of 3 neighbouring
+       samples) and hourly (the same minute of up to 6 previous hours), each shifted by the median of
+       its reference residuals; a baseline whose lags do not fit in the window is not tried.
+    2. Every baseline whose residual sigma is within 1/SEASONAL_GAIN of the best one's judges the
+       recent samples, and the least surprised one speaks: a sample is anomalous only if no good
+       explanation of the history expects it. Seasonality is thereby used whenever the history covers
+       it and the data show it.
+    3. Scale with a floor: the residual sigma (the larger of the MAD's and the 98th percentile's, see
+       `_residual_scale`), but at least `floor_relative` x the level and `floor_absolute` (the
+       metric's resolution), so a near-constant series has no microscopic sigma and a lightly loaded
+       one is still judged relative to its own level.
+    4. Persistence and one incident per run, replayed over the newest samples: an incident opens when
+       OPEN_SAMPLES consecutive samples deviate by `threshold` sigmas in the same direction, or one
+       sample by SPIKE_FACTOR x `threshold`; it closes after CLOSE_SAMPLES consecutive samples within
+       EXIT_FACTOR x `threshold`. `active` is the state at the newest sample, a function of the window
+       alone: the operator keeps no state, and the Event fires once when the state turns true.
+
+    Rows are processed in chunks of INCIDENT_CHUNK_ROWS to bound the temporaries (series x judged
+    samples x 7 lags).
+    """
+    rows = _as_rows(values)
+    rows = rows[:, -detector_window(step):]
+    parts = [_incident_rows(rows[start : start + INCIDENT_CHUNK_ROWS], step, threshold, floor_absolute,
+                            floor_relative, direction)
+             for start in range(0, rows.shape[0], INCIDENT_CHUNK_ROWS)]
+    active, opened, zscore, expected, scale, baseline = (np.concatenate(part) for part in zip(*parts))
+    return IncidentBatch(active=active, opened=opened, zscore=zscore, expected=expected, scale=scale,
+                         baseline=baseline.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Incident:
+    """The anomaly state of one signal at its newest sample, with the sentence for the evidence."""
+
+    active: bool
+    value: float
+    expected: float
+    zscore: float
+    started_samples_ago: int | None
+    explanation: str
+
+
+def detect_incident(
+    values: ArrayLike,
+    *,
+    step: float,
+    threshold: float = 3.0,
+    floor_absolute: float = 0.0,
+    floor_relative: float = 0.05,
+    direction: Literal["both", "above", "below"] = "both",
+    name: str = "value",
+) -> Incident:
+    """`anomaly_incidents` for one series, with an explanation naming the signal and its baseline."""
+    series = np.asarray(values, dtype=np.float64).ravel()
+    result = anomaly_incidents(series, step=step, threshold=threshold, floor_absolute=floor_absolute,
+                               floor_relative=floor_relative, direction=direction)
+    value, expected, z = float(series[-1]) if series.size else math.nan, float(result.expected[0]), float(result.zscore[0])
+    if result.baseline[0] < 0:
+        return Incident(False, value, math.nan, math.nan, None,
+                        f"{name}: not enough history to judge ({int((~np.isnan(series)).sum())} samples)")
+    since = int(result.opened[0]) if result.active[0] else None
+    explanation = (
+        f"{name} {value:.4g} is {abs(z):.1f} robust standard deviations {'above' if z > 0 else 'below'} "
+        f"{BASELINE_NAMES[int(result.baseline[0])]} (expected {expected:.4g}, sigma {result.scale[0]:.3g})"
+        + (f"; incident open for {since * step / 60:.0f} min" if since is not None else "")
+    )
+    return Incident(bool(result.active[0]), value, expected, z, since, explanation)
+
+
+# ---------------------------------------------------------------------------------------------
 # Latency–resource correlation
 # ---------------------------------------------------------------------------------------------
 
