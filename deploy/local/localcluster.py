@@ -390,7 +390,10 @@ class LocalCluster:
             "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
             "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
             # Loopback is not a valid Endpoints address; nothing here needs the kubernetes Service endpoints.
-            "--endpoint-reconciler-type", "none", "--profiling=false"])
+            "--endpoint-reconciler-type", "none", "--profiling=false",
+            # Webhooks behind a Service (the chart's) are called at their pod's address: there is no
+            # kube-proxy on this machine, and a ClusterIP would follow the default route off it.
+            "--enable-aggregator-routing=true"])
         ca, cert = str(pki / "ca.crt"), (str(pki / "admin.crt"), str(pki / "admin.key"))
         self._wait("kube-apiserver", deadline,
                    lambda: requests.get(f"{server}/readyz", verify=ca, cert=cert, timeout=2).ok)
