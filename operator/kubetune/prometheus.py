@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import requests
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -47,8 +48,12 @@ def short_reason(error: Exception, url: str, timeout: float) -> str:
         return f"TLS to {url} failed (a CA bundle for it: --ca-file / KUBETUNE_PROMETHEUS_CA_FILE)"
     if isinstance(error, requests.exceptions.Timeout):
         return f"{url} gave no answer within {timeout:g} s"
-    if isinstance(error, requests.exceptions.ConnectionError):
+    # Without client retries urllib3 raises its own connection errors, which requests does not wrap.
+    if isinstance(error, (requests.exceptions.ConnectionError, urllib3.exceptions.NewConnectionError,
+                          urllib3.exceptions.MaxRetryError)):
         return f"cannot connect to {url} (is the URL right and Prometheus reachable from here?)"
+    if isinstance(error, urllib3.exceptions.TimeoutError):
+        return f"{url} gave no answer within {timeout:g} s"
     if isinstance(error, ValueError):  # requests' JSONDecodeError too: a 200 that is not JSON
         return f"{url} answered with something that is not Prometheus JSON (an HTML page from a proxy?)"
     if isinstance(error, requests.exceptions.RequestException):
