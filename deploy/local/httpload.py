@@ -23,7 +23,6 @@ import ipaddress
 import json
 import sys
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 

@@ -289,6 +289,16 @@ def remove_tree(path: Path) -> None:
     if mounts_under(path):
         raise ImageBuildError(f"cannot remove {path}: mounts remain under it ({mounts_under(path)[0]})")
     shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        raise ImageBuildError(f"cannot remove {path}: remove it by hand (rm -rf) and build again")
+
+
+def remove_path(path: Path) -> None:
+    """A file, symlink or directory tree, if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        remove_tree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class Buildah:
@@ -415,6 +425,7 @@ def prune(name: str, keep: Path, newest: int = 3) -> None:
                       key=lambda p: p.stat().st_mtime, reverse=True)
     for old in archives[newest - 1:]:
         old.unlink(missing_ok=True)
+        (cache_dir() / "logs" / f"{old.stem}.log").unlink(missing_ok=True)
 
 
 # --- the images ---------------------------------------------------------------------------------------
@@ -434,7 +445,7 @@ def build_base() -> Path:
                                  BASE_SUITE, str(rootfs), mirror], timeout=1800)
         for pattern in BASE_TRIM:
             for path in rootfs.glob(pattern):
-                remove_tree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                remove_path(path)
         for path in BASE_MOUNT_POINTS:
             (rootfs / path).write_bytes(b"")
         say("base: commit")
@@ -465,7 +476,8 @@ def build_recipe(recipe: Recipe) -> Path:
         buildah = Buildah(work, step)
         buildah.load(base_archive, base_ref(bkey))
         args = {"PYTHON_IMAGE": base_ref(bkey), **recipe.build_args}
-        if any(kind == "ARG" and arg.startswith("REVISION") for kind, arg in dockerfile_instructions(recipe.dockerfile)):
+        if any(kind == "ARG" and arg.startswith("REVISION")
+               for kind, arg in dockerfile_instructions(recipe.dockerfile)):
             args["REVISION"] = git_revision()  # a label only; not part of the key
         say(f"{recipe.name}: buildah bud {recipe.dockerfile} -> {recipe.ref} (log: {step.log})")
         buildah("build", "bud", "--isolation", "chroot", "--pull=never", "--format", "oci",
@@ -522,12 +534,11 @@ def unpack_rootfs(archive: Path, dest: Path) -> Path:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     parent, _, base = member.name.rpartition("/")
-                    if base == ".wh..wh..opq":
+                    if base == ".wh..wh..opq":  # an opaque directory: drop what lower layers put in it
                         for child in (dest / parent).iterdir():
-                            remove_tree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-                    elif base.startswith(".wh."):
-                        target = dest / parent / base[4:]
-                        remove_tree(target) if target.is_dir() and not target.is_symlink() else target.unlink(missing_ok=True)
+                            remove_path(child)
+                    elif base.startswith(".wh."):  # a file deleted by this layer
+                        remove_path(dest / parent / base[4:])
                     else:
                         target = dest / member.name
                         if target.is_symlink() or (target.exists() and not target.is_dir()):

@@ -76,14 +76,15 @@ def test_metrics_are_what_a_latency_policy_reads(demo):
         requests.get(url, timeout=10)
     requests.get(f"{url}/?cpu_ms=120", timeout=10)
     metrics = scrape(url)
-    buckets = {float(dict(labels)["le"]): value for labels, value in metrics["http_request_duration_seconds_bucket"].items()}
+    buckets = {float(dict(labels)["le"]): value
+               for labels, value in metrics["http_request_duration_seconds_bucket"].items()}
     # Fine between 50 and 500 ms, where the p95 thresholds of the examples live.
     assert {0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5} <= set(buckets)
     assert max(b for b in buckets if b != float("inf")) >= 5
     counts = [buckets[b] for b in sorted(buckets)]
     assert counts == sorted(counts) and buckets[float("inf")] == 21
-    assert buckets[0.025] == 0  # 30 ms of CPU each: none can be faster
-    assert buckets[0.1] == 20  # ... and the one with 120 ms is above 100 ms
+    assert buckets[0.025] == 0  # 30 ms of CPU each: none can be faster (a busy machine makes them slower)
+    assert buckets[0.1] <= 20  # ... and the one with 120 ms is above 100 ms
     assert metrics["http_request_duration_seconds_count"][()] == 21
     assert 0.03 * 21 + 0.09 <= metrics["http_request_duration_seconds_sum"][()] < 10
     # Exactly 10% errors, spread evenly; both codes exist from the start so error-rate queries see 0, not nothing.
