@@ -1,15 +1,17 @@
-"""Signal analysis for the evaluation loop: smoothing, trends, forecasts, anomalies, correlation.
+"""Signal analysis for the evaluation loop: trends, forecasts, anomaly incidents, correlation.
 
 This module owns the statistics kubetune applies to metric series before a decision is taken:
 
-- a robust trend (`theil_sen`) and the forecast built on it (`predict_crossing`), which let the
-  high-load rule step up *before* the threshold is crossed;
-- anomaly detection (`detect_anomalies`: robust z-score on median/MAD, optionally against a
-  seasonal baseline) that feeds the Investigate action;
-- the latency–resource correlation (`find_bottleneck`) that tells OptimizeResources which
-  resource, if any, explains the latency;
-- `analyse_batch`, the vectorised form of the trend and anomaly statistics for N series x T points
-  (benchmarked; the loop analyses each policy's few series with the single-series functions today).
+- `forecast_batch`, the forecaster for predictive scaling: level and trend of the segment since the
+  last level shift, a damped trend, and a crossing probability calibrated on the quality harness
+  (tests/bench/analysis_quality.py), so a high-load rule can step up *before* its threshold is crossed;
+- `anomaly_incidents` / `detect_incident`, the anomaly detector behind the Investigate action and the
+  AnomalyDetected Event: seasonal baselines (flat, daily, weekly, hourly) over up to eight days, a
+  floored scale, persistence and one incident per run;
+- the latency–resource correlation (`find_bottleneck`) that tells OptimizeResources which resource,
+  if any, explains the latency;
+- the descriptive statistics the history report uses: a robust trend (`theil_sen`, `predict_crossing`)
+  and a whole-window robust z-score (`detect_anomalies`).
 
 No smoothing here: the level a rule compares is asked of Prometheus — `rate()` over `rateWindow` is
 the moving average of a counter, and `for:` is `min_over_time`/`max_over_time` over the window — so the
@@ -19,10 +21,8 @@ Everything here is a pure function of plain numbers: no I/O, no clock, no Kubern
 Series are evenly spaced samples (a Prometheus range query with a fixed `step`), oldest first;
 NaN marks a missing sample. Times are in seconds and "now" is the end of the window (the last
 sample). Where a result cannot be computed (too few samples) it is NaN, never an exception, because
-the evaluation loop must go on for every other series.
-
-The single-series functions run the same vectorised code as the batch on a one-row array, so a
-decision taken from `theil_sen` and one taken from `analyse_batch` cannot disagree.
+the evaluation loop must go on for every other series. The batch functions take one series per row;
+their single-series forms run the same code on a one-row array, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ MEAN_AD_TO_SIGMA = math.sqrt(math.pi / 2)
 # of each block also removes most of the noise before the slopes are taken.
 TREND_POINTS = 40
 MIN_TREND_SAMPLES = 5
-BATCH_CHUNK_ROWS = 1024
 MIN_ANOMALY_SAMPLES = 10
 
 
@@ -413,7 +412,7 @@ TREND_DOUBT = 0.35
 # `python tests/bench/analysis_quality.py --calibrate` on a seed the reported figures do not use.
 CONFIDENCE_SLOPE = 1.210
 CONFIDENCE_OFFSET = -1.459
-FORECAST_MIN_CONFIDENCE = 0.6
+FORECAST_MIN_CONFIDENCE = 0.2
 
 
 def forecast_window(step: float) -> int:
@@ -488,8 +487,9 @@ def forecast_batch(
     if block > 1:
         usable = (length // block) * block
         kept = rows[:, length - usable :].reshape(n_series, -1, block)
-        with np.errstate(invalid="ignore"):
-            rows = np.nanmean(kept, axis=-1) if np.isnan(kept).any() else kept.mean(axis=-1)
+        present = ~np.isnan(kept)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows = np.where(present, kept, 0.0).sum(axis=-1) / present.sum(axis=-1)  # NaN: an empty block
         length = rows.shape[1]
     point_step = step * block
     weights = (~np.isnan(rows)).astype(np.float64)
@@ -587,7 +587,7 @@ HOURLY_LAGS = 6  # the hourly baseline: the same minute in up to 6 previous hour
 # Persistence and hysteresis, in samples of the series' own step (see anomaly_incidents).
 OPEN_SAMPLES = 2
 SPIKE_FACTOR = 2.0
-EXIT_FACTOR = 0.5
+EXIT_FACTOR = 2 / 3
 CLOSE_SAMPLES = 6
 INCIDENT_CHUNK_ROWS = 512
 
@@ -971,94 +971,25 @@ def find_bottleneck(
                   f"(best {best.name} {symbol}={best.coefficient:.2f} over {best.samples} samples){unjudged}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Batch analysis for the evaluation loop
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BatchAnalysis:
-    """Per-series results of `analyse_batch`; each array has one entry per input row (NaN: too few samples)."""
-
-    smoothed: FloatArray  # moving average of the newest `smoothing_window` samples
-    slope: FloatArray  # Theil–Sen slope, units per second
-    level: FloatArray  # the trend line's value now
-    forecast: FloatArray  # the trend line's value `horizon` seconds from now
-    confidence: FloatArray  # trend confidence 0..1 (see Trend)
-    zscore: FloatArray  # robust z-score of the newest sample against the window
-    anomaly: npt.NDArray[np.bool_]  # |zscore| >= anomaly_threshold
-    samples: npt.NDArray[np.int64]  # valid samples per series
-    time_to_crossing: FloatArray | None  # seconds until `thresholds` is crossed (NaN: not within horizon)
-    horizon: float
-
-
-def analyse_batch(
-    values: ArrayLike,
-    *,
-    step: float,
-    horizon: float,
-    smoothing_window: int = 10,
-    anomaly_threshold: float = 3.0,
-    thresholds: ArrayLike | None = None,
-    max_points: int = TREND_POINTS,
-    min_samples: int = MIN_TREND_SAMPLES,
-) -> BatchAnalysis:
-    """Analyse N series x T samples at once (a 2-D array, one series per row, oldest first).
-
-    Returns the smoothed newest value, the Theil–Sen slope and forecast with its confidence, and
-    whether the newest sample is anomalous (robust z against the window). With `thresholds` (one per
-    series, e.g. each policy's high-load threshold) it also returns the time until the trend
-    crosses it upwards. The same code as the single-series functions, vectorised across rows; the
-    cost is O(N * (T + max_points^2)), independent of Python-level loops over series.
-    """
-    rows = _as_rows(values)
-    window = rows[:, -min(smoothing_window, rows.shape[1]) :]
-    with np.errstate(invalid="ignore"):
-        # nanmean warns on all-NaN windows; NaN is the documented answer there.
-        smoothed = np.nansum(window, axis=-1) / (~np.isnan(window)).sum(axis=-1)
-    # Chunks of rows bound the pairwise-slope temporaries (rows x max_points^2 / 2 floats, several
-    # of them) to a few MB; unchunked, 10,000 series need ~250 MB at peak, which an operator pod's
-    # memory limit would feel. Speed is about the same either way.
-    chunks = [
-        (*_theil_sen_rows(chunk, step, max_points, min_samples), *_robust_location_scale(chunk))
-        for chunk in (rows[start : start + BATCH_CHUNK_ROWS] for start in range(0, rows.shape[0], BATCH_CHUNK_ROWS))
-    ]
-    slope, level, confidence, samples, location, scale = (np.concatenate(part) for part in zip(*chunks))
-    newest = rows[:, -1]
-    zscore = _zscore(newest, location, scale)
-    zscore[samples < MIN_ANOMALY_SAMPLES] = np.nan
-    anomaly = np.abs(np.nan_to_num(zscore)) >= anomaly_threshold
-    time_to_crossing = None
-    if thresholds is not None:
-        limits = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), level.shape)
-        time_to_crossing = _time_to_crossing(level, slope, limits, horizon, upward=True)
-    return BatchAnalysis(
-        smoothed=smoothed,
-        slope=slope,
-        level=level,
-        forecast=level + slope * horizon,
-        confidence=confidence,
-        zscore=zscore,
-        anomaly=anomaly,
-        samples=samples,
-        time_to_crossing=time_to_crossing,
-        horizon=horizon,
-    )
-
-
 __all__ = [
     "Anomaly",
     "AnomalyReport",
-    "BatchAnalysis",
     "Bottleneck",
     "BottleneckReason",
     "CandidateCorrelation",
     "Forecast",
+    "ForecastBatch",
+    "Incident",
+    "IncidentBatch",
     "ResourceSignal",
     "Trend",
-    "analyse_batch",
+    "anomaly_incidents",
     "detect_anomalies",
+    "detect_incident",
+    "detector_window",
     "find_bottleneck",
+    "forecast_batch",
+    "forecast_window",
     "predict_crossing",
     "theil_sen",
 ]

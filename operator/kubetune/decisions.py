@@ -64,6 +64,10 @@ class ContainerSignals:
     cpu_series: tuple[float, ...] = ()
     # recent memory working set (bytes, mean over pods, oldest first; same steps as cpu_series)
     memory_series: tuple[float, ...] = ()
+    # the anomaly detector's baseline: the same CPU usage (cores) and working set (bytes), oldest first,
+    # at WorkloadSignals.history_step_seconds over up to 8 days (issue 16; empty: judged on the series above)
+    cpu_history: tuple[float, ...] = ()
+    memory_history: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,14 @@ class WorkloadSignals:
     # recent p95 latency (ms) and error rate (percent), oldest first, for anomaly detection
     latency_series: tuple[float, ...] = ()
     error_rate_series: tuple[float, ...] = ()
+    # recent throughput (requests per second), oldest first, same steps as latency_series
+    throughput_series: tuple[float, ...] = ()
+    # the anomaly detector's baselines, oldest first, at history_step_seconds over up to 8 days (issue 16;
+    # empty: the signal is judged on its recent series alone, without seasonality)
+    latency_history: tuple[float, ...] = ()
+    error_rate_history: tuple[float, ...] = ()
+    throughput_history: tuple[float, ...] = ()
+    history_step_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
