@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 # The cAdvisor series every workload rule reads (promql.py builds its queries on them).
@@ -247,16 +248,16 @@ def _gather_prometheus(prometheus) -> dict[str, Any]:
     return {"series_counts": counts, "samples_in_5m": samples, "rule_groups": groups}
 
 
-def _service_account(kube: Any, namespace: str, component: str) -> str | None:
-    accounts = kube.core.list_namespaced_service_account(
+def _service_account(clients: Any, namespace: str, component: str) -> str | None:
+    accounts = clients.core.list_namespaced_service_account(
         namespace, label_selector=f"app.kubernetes.io/component={component}").items
     return accounts[0].metadata.name if accounts else None
 
 
-def _access(kube: Any, namespace: str, account: str, permissions: Sequence[Permission]) -> ServiceAccountAccess:
+def _access(clients: Any, namespace: str, account: str, permissions: Sequence[Permission]) -> ServiceAccountAccess:
     import kubernetes
 
-    auth = kubernetes.client.AuthorizationV1Api(kube.api_client)
+    auth = kubernetes.client.AuthorizationV1Api(clients.api_client)
     allowed = {}
     for p in permissions:
         verb, resource, group, sub = p
@@ -280,34 +281,34 @@ def _gather_kube(kubeconfig: str | None, namespace: str) -> dict[str, Any]:
     except KubeError as e:
         return {"kube_error": str(e)}
 
-    class Clients:
-        core = kubernetes.client.CoreV1Api(api_client)
-        custom = kubernetes.client.CustomObjectsApi(api_client)
-        admission = kubernetes.client.AdmissionregistrationV1Api(api_client)
-
-    Clients.api_client = api_client
+    clients = SimpleNamespace(api_client=api_client, core=kubernetes.client.CoreV1Api(api_client),
+                              custom=kubernetes.client.CustomObjectsApi(api_client),
+                              admission=kubernetes.client.AdmissionregistrationV1Api(api_client),
+                              discovery=kubernetes.client.DiscoveryV1Api(api_client))
     try:
-        nodes = [n.metadata.name for n in Clients.core.list_node().items]
-        tunings = {item["metadata"]["name"]: item.get("status") or {} for item in Clients.custom.list_cluster_custom_object(
+        nodes = [n.metadata.name for n in clients.core.list_node().items]
+        tunings = {item["metadata"]["name"]: item.get("status") or {} for item in clients.custom.list_cluster_custom_object(
             constants.GROUP, constants.VERSION, constants.NODE_TUNING.plural)["items"]}
-        policies = Clients.custom.list_cluster_custom_object(
+        policies = clients.custom.list_cluster_custom_object(
             constants.GROUP, constants.VERSION, constants.PERFORMANCE_POLICY.plural)["items"]
         webhook = None
-        for config in Clients.admission.list_mutating_webhook_configuration(
+        for config in clients.admission.list_mutating_webhook_configuration(
                 label_selector="app.kubernetes.io/part-of=kubetune").items:
             for hook in config.webhooks or []:
                 service = hook.client_config.service
                 if service is None:
                     continue
-                endpoints = Clients.core.read_namespaced_endpoints(service.name, service.namespace)
-                ready = sum(len(s.addresses or []) for s in endpoints.subsets or [])
+                slices = clients.discovery.list_namespaced_endpoint_slice(
+                    service.namespace, label_selector=f"kubernetes.io/service-name={service.name}").items
+                ready = sum(1 for piece in slices for endpoint in piece.endpoints or []
+                            if endpoint.conditions is None or endpoint.conditions.ready is not False)
                 webhook = {"name": config.metadata.name, "service": f"{service.namespace}/{service.name}",
                            "ready_endpoints": ready}
         accounts: dict[str, ServiceAccountAccess | None] = {}
         for role, needs, must_not in (("operator", OPERATOR_NEEDS, OPERATOR_MUST_NOT),
                                       ("agent", AGENT_NEEDS, AGENT_MUST_NOT)):
-            account = _service_account(Clients, namespace, role)
-            accounts[role] = _access(Clients, namespace, account, (*needs, *must_not)) if account else None
+            account = _service_account(clients, namespace, role)
+            accounts[role] = _access(clients, namespace, account, (*needs, *must_not)) if account else None
     except kubernetes.client.ApiException as e:
         return {"kube_error": f"Kubernetes API: {e.status} {e.reason}"}
     except Exception as e:  # connection errors

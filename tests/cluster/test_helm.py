@@ -332,6 +332,8 @@ def test_install_runs_on_kwok_nodes_rbac_matrix_and_clean_uninstall(helm, cluste
                            capture_output=True, text=True, timeout=120, env=cluster.env)
     lines = {line[2:].split(":")[0]: line for line in check.stdout.splitlines()}
     assert lines["operator permissions"].startswith("✓") and lines["agent permissions"].startswith("✓"), check.stdout
+    # kwok marks the operator pods Ready, so the webhook Service has endpoints (EndpointSlices).
+    assert lines["webhook"].startswith(f"✓ webhook: {release}-kubetune-webhook: 2 ready endpoint(s)"), check.stdout
 
     helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
     selector = f"app.kubernetes.io/instance={release}"
