@@ -14,8 +14,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
 # The real node (deploy/local/realnode.py): runc and the CNI plugins beside the containerd we build,
 # socat for the API server relay, gcc and libc6-dev for the static pause binary, busybox-static for a
-# test image; iproute2 and util-linux (nsenter, unshare) are on every Debian.
-for package in runc containernetworking-plugins socat iptables gcc libc6-dev busybox-static iproute2; do
+# test image; iproute2 and util-linux (nsenter, unshare) are on every Debian. Chromium renders the
+# report's HTML in its test (headless, no network).
+for package in runc containernetworking-plugins socat iptables gcc libc6-dev busybox-static iproute2 chromium; do
     installed "$package" || missing+=("$package")
 done
 if ((${#missing[@]})); then
