@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import promql_parser as pq
 
@@ -43,6 +43,15 @@ _OPS = (("=", pq.MatchOp.Equal), ("!=", pq.MatchOp.NotEqual), ("=~", pq.MatchOp.
 def _op(op: pq.MatchOp) -> str:
     # The binding's enums compare by == but cannot be dict keys.
     return next(text for text, member in _OPS if member == op)
+
+
+# The binding's walk() and transform() take time growing with the cube of a tree's depth (400 nested
+# operators: half a minute), and the gate runs on the event loop; a template's size is capped first,
+# with a walk of this module's own that is linear. Real templates have a dozen or two nodes.
+MAX_NODES = 100
+# The parser itself is slow on long chains (4,000 unary minus signs: 2 s), so tokens are counted first.
+MAX_TOKENS = 400
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`|[A-Za-z_:][A-Za-z0-9_:]*|[0-9][A-Za-z0-9_.]*|\S')
 
 
 class QueryNotConfined(ValueError):
@@ -70,10 +79,16 @@ class TemplateRefusal:
 def confine(query: str, namespace: str) -> str:
     """`query` with `namespace="<namespace>"` forced on every selector, as one line of PromQL;
     QueryNotConfined when that cannot be done or proved."""
+    if len(_TOKEN.findall(query)) > MAX_TOKENS:
+        raise QueryNotConfined(f"more than {MAX_TOKENS} tokens: too large to check (write it as a recording "
+                               "rule and query that)")
     try:
         tree = pq.parse(query)
     except Exception as e:  # the binding raises ValueError (and Rust panics as other types)
         raise QueryNotConfined(f"not PromQL this operator can check: {_short(e)}") from e
+    if sum(1 for _ in nodes(tree, limit=MAX_NODES + 1)) > MAX_NODES:
+        raise QueryNotConfined(f"more than {MAX_NODES} operators, functions, selectors and numbers: too "
+                               "large to check (write it as a recording rule and query that)")
 
     def enforce(node: pq.Expr) -> pq.Expr | None:
         if isinstance(node, pq.VectorSelector):
@@ -163,18 +178,41 @@ def _prove(text: str, namespace: str) -> None:
         raise QueryNotConfined(f"the rewritten query does not parse back: {_short(e)}") from e
     if again != text:
         raise QueryNotConfined("the rewritten query does not read back as itself")
-    unconfined: list[str] = []
-
-    def check(node: pq.Expr) -> None:
+    for node in nodes(tree):
         if isinstance(node, pq.VectorSelector):
             mine = [m for m in node.matchers.matchers if m.name == NAMESPACE_LABEL]
             if (node.matchers.or_matchers or len(mine) != 1 or mine[0].op != pq.MatchOp.Equal
                     or mine[0].value != namespace):
-                unconfined.append(_shown(node))
+                raise QueryNotConfined(f"selector {_shown(node)} is not confined after rewriting")
 
-    pq.walk(tree, pre_visit=check)
-    if unconfined:
-        raise QueryNotConfined(f"selector {unconfined[0]} is not confined after rewriting")
+
+_LEAVES = (pq.VectorSelector, pq.NumberLiteral, pq.StringLiteral)
+
+
+def nodes(tree: pq.Expr, limit: int | None = None) -> Iterator[pq.Expr]:
+    """Every node of `tree` (depth first, linear time), at most `limit`; a node of a kind this module
+    does not know is QueryNotConfined, so a newer parser cannot hide a selector from the proof."""
+    stack, seen = [tree], 0
+    while stack and (limit is None or seen < limit):
+        node = stack.pop()
+        seen += 1
+        yield node
+        if isinstance(node, _LEAVES):
+            continue
+        if isinstance(node, pq.BinaryExpr):
+            stack += [node.rhs, node.lhs]
+        elif isinstance(node, pq.AggregateExpr):
+            stack += [node.expr] + ([node.param] if isinstance(node.param, pq.Expr) else [])
+        elif isinstance(node, (pq.UnaryExpr, pq.ParenExpr, pq.SubqueryExpr)):
+            stack.append(node.expr)
+        elif isinstance(node, pq.MatrixSelector):
+            stack.append(node.vector_selector)
+        elif isinstance(node, pq.Call):
+            if not all(isinstance(arg, pq.Expr) for arg in node.args):
+                raise QueryNotConfined(f"an argument of {node.func.name}() this operator cannot check")
+            stack += reversed(node.args)
+        else:
+            raise QueryNotConfined(f"a {type(node).__name__} this operator cannot check")
 
 
 def _one_line(text: str) -> str:

@@ -3,13 +3,15 @@ and that every accepted rewrite reads back with our namespace matcher on every s
 
 from __future__ import annotations
 
+import time
+
 import promql_parser as pq
 import pytest
 
 from kubetune.gates import PolicyFacts, unconfined_query
 from kubetune.promql import policy_query
 from kubetune.reasons import Reason
-from kubetune.tenancy import QueryNotConfined, confine, refused_template
+from kubetune.tenancy import MAX_NODES, QueryNotConfined, confine, nodes, refused_template
 from tests.unit.loopfakes import pod, policy, spec
 
 pytestmark = pytest.mark.unit
@@ -101,3 +103,33 @@ def test_gate_refuses_a_template_naming_another_namespace():
     assert unconfined_query(PolicyFacts(policy())) is None
     counters = spec(metrics={"throughput": {"counter": "http_requests_total"}})
     assert unconfined_query(PolicyFacts(policy(counters))) is None, "counters are kubetune's own selectors"
+
+
+DEEP = [("binary-chain", "x+" * 1300 + "x"), ("unary-chain", "-" * 4000 + "x"), ("nested-sum", "sum(" * 800 + "x" + ")" * 800),
+        ("or-chain", "x or " * 800 + "x"), ("just-over-the-cap", "x+" * 50 + "x")]
+
+
+@pytest.mark.parametrize("query", [d[1] for d in DEEP], ids=[d[0] for d in DEEP])
+def test_templates_too_large_to_check_are_refused_at_once(query):
+    # The binding's own walk/transform of 400 nested operators takes half a minute, on the event loop.
+    assert len(query) <= 4096  # the API's cap on a template
+    started = time.perf_counter()
+    with pytest.raises(QueryNotConfined, match="too large to check"):
+        confine(query, NS)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_largest_template_checked_is_quick():
+    started = time.perf_counter()
+    confined = confine.__wrapped__("-" * 98 + "x", NS)  # uncached: 100 nodes in the worst shape measured
+    assert confined.endswith('x{namespace="tenant-a"}') and time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("query", [c[1] for c in CONFINED] + [r[1] for r in REFUSED if r[0] != "not-promql"] +
+                         ["topk(scalar(count(y)), x)", "quantile(0.9, x) + on () group_left count_values(\"v\", y)"])
+def test_this_modules_walk_sees_every_selector_the_binding_sees(query):
+    tree = pq.parse(query)
+    theirs = []
+    pq.walk(tree, lambda n: theirs.append(n.prettify()) if isinstance(n, pq.VectorSelector) else None)
+    ours = [n.prettify() for n in nodes(tree) if isinstance(n, pq.VectorSelector)]
+    assert sorted(ours) == sorted(theirs)
