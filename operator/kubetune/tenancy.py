@@ -75,10 +75,25 @@ class TemplateRefusal:
 # About 1.7 ms a query (parse, rewrite, read back); a policy's queries are the same cycle after cycle
 # while its pods stay, so they are remembered: room for a few queries (templates, percentiles) of
 # thousands of policies, a few hundred bytes each.
-@lru_cache(maxsize=16384)
 def confine(query: str, namespace: str) -> str:
     """`query` with `namespace="<namespace>"` forced on every selector, as one line of PromQL;
     QueryNotConfined when that cannot be done or proved."""
+    confined, refusal = _remembered(query, namespace)
+    if refusal is not None:
+        raise QueryNotConfined(refusal)
+    return confined
+
+
+@lru_cache(maxsize=16384)
+def _remembered(query: str, namespace: str) -> tuple[str, str | None]:
+    # Refusals are remembered too: a refused template is checked again every cycle until it is fixed.
+    try:
+        return _confine(query, namespace), None
+    except QueryNotConfined as e:
+        return "", str(e)
+
+
+def _confine(query: str, namespace: str) -> str:
     if len(_TOKEN.findall(query)) > MAX_TOKENS:
         raise QueryNotConfined(f"more than {MAX_TOKENS} tokens: too large to check (write it as a recording "
                                "rule and query that)")
