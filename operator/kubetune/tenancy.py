@@ -72,9 +72,6 @@ class TemplateRefusal:
                 f"policy: {self.reason} (template: {self.template[:200]})")
 
 
-# About 1.7 ms a query (parse, rewrite, read back); a policy's queries are the same cycle after cycle
-# while its pods stay, so they are remembered: room for a few queries (templates, percentiles) of
-# thousands of policies, a few hundred bytes each.
 def confine(query: str, namespace: str) -> str:
     """`query` with `namespace="<namespace>"` forced on every selector, as one line of PromQL;
     QueryNotConfined when that cannot be done or proved."""
@@ -84,9 +81,12 @@ def confine(query: str, namespace: str) -> str:
     return confined
 
 
+# About 1.7 ms a query (parse, rewrite, read back); a policy's queries are the same cycle after cycle
+# while its pods stay, so they are remembered: room for a few queries (templates, percentiles) of
+# thousands of policies, a few hundred bytes each.
 @lru_cache(maxsize=16384)
 def _remembered(query: str, namespace: str) -> tuple[str, str | None]:
-    # Refusals are remembered too: a refused template is checked again every cycle until it is fixed.
+    # Refusals are remembered too: a refused template is asked about every cycle until it is fixed.
     try:
         return _confine(query, namespace), None
     except QueryNotConfined as e:
