@@ -1,74 +1,48 @@
 #!/usr/bin/env bash
-# The demo: a local cluster (kwok nodes) and Prometheus, kubetune's CRDs, and the operator and one node
-# agent running as local processes with the configuration the chart renders (kwok pods do not execute,
-# so the images cannot run inside the cluster here).
+# The demo, for real: a local cluster (kwok nodes) and Prometheus, one real kubelet node (containerd,
+# runc, in a network namespace of its own), kubetune's chart installed on it with the image built here
+# from the Dockerfile, and the demo service (deploy/local/demo-service) under a scripted real load.
+# Real latency drives real in-place resizes of a real container's cgroup. Needs root (the real node).
 #
 #   deploy/local/demo.sh        # start (or restart) everything, print how to reach it
 #   deploy/local/demo.sh down   # stop everything
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-state=.kubetune
+state=.kubetune/cluster
 py=.venv/bin/python
 
-stop_processes() {
-    for name in operator agent load; do
-        if [[ -f $state/$name.pid ]]; then
-            kill "$(cat "$state/$name.pid")" 2>/dev/null || true
-            rm -f "$state/$name.pid"
-        fi
-    done
-}
-
 if [[ ${1:-up} == down ]]; then
-    stop_processes
-    $py deploy/local/localcluster.py down
+    $py deploy/local/realstack.py down --state-dir "$state"
+    $py deploy/local/localcluster.py down --state-dir "$state"
     exit 0
 fi
 
-stop_processes
-$py deploy/local/localcluster.py up --state-dir "$state/cluster"
-export KUBECONFIG=$PWD/$state/cluster/kube/kubeconfig
+$py deploy/local/realstack.py down --state-dir "$state" >/dev/null 2>&1 || true
+$py deploy/local/localcluster.py up --real-node --state-dir "$state"
+export KUBECONFIG=$PWD/$state/kube/kubeconfig
 export PATH=$HOME/.cache/kubetune/bin:$PATH
-prometheus_url=$(cat "$state/cluster/prometheus-url")
+prometheus_url=$(cat "$state/prometheus-url")
 
 kubectl apply --server-side -f deploy/crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f deploy/crds/ >/dev/null
 
-kubectl apply -f deploy/local/demo.yaml >/dev/null
-
-# The scripted load: cAdvisor-shaped series for the demo pods, scraped by the local Prometheus.
-loadgen_port=$($py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-nohup $py deploy/local/loadgen.py --port "$loadgen_port" --kubeconfig "$KUBECONFIG" \
-    --selector kubetune.io/demo=true --profile deploy/local/demo-profile.json >"$state/load.log" 2>&1 &
-echo $! >"$state/load.pid"
-echo "[{\"targets\": [\"127.0.0.1:$loadgen_port\"], \"labels\": {\"job\": \"cadvisor-demo\"}}]" \
-    >"$state/cluster/prometheus/targets/cadvisor-demo.json"
-
-# The operator and one agent as local processes, configured as the chart configures them; the rate
-# window and subquery step are shortened to the local Prometheus' 1 s scrape interval.
-KUBETUNE_PROMETHEUS_URL=$prometheus_url KUBETUNE_RATE_WINDOW=30s KUBETUNE_QUERY_STEP=5s KUBETUNE_TICK=2 \
-    KUBETUNE_RECOMMENDATION_WINDOW=1h KUBETUNE_RECOMMENDATION_REFRESH=1m KUBETUNE_LEADER_ELECTION=false \
-    KUBETUNE_LIVENESS_PORT=0 KUBETUNE_METRICS_PORT=0 \
-    nohup .venv/bin/kubetune-operator >"$state/operator.log" 2>&1 &
-echo $! >"$state/operator.pid"
-# The agent stands for kwok-node-0 but reads this machine; its node policy is Recommend, so it
-# publishes a plan and writes nothing.
-NODE_NAME=kwok-node-0 KUBETUNE_JOURNAL_DIR=$PWD/$state/agent-journal KUBETUNE_METRICS_PORT=0 \
-    nohup .venv/bin/kubetune-agent >"$state/agent.log" 2>&1 &
-echo $! >"$state/agent.pid"
+# Builds the images (cached by content: minutes the first time), imports them into the real node,
+# `helm install`s the chart there, deploys the demo service and its policy, starts the load.
+$py deploy/local/realstack.py up --state-dir "$state"
 
 cat <<TXT
 
-kubetune demo is up.
+kubetune demo is up: the operator and the agent run as pods on real-node-0, installed by Helm.
   export KUBECONFIG=$KUBECONFIG
   export PATH=\$HOME/.cache/kubetune/bin:\$PATH
-  kubectl get nodes                       # 3 kwok nodes
-  kubectl get kubetune -A                 # every kubetune object
-  kubectl get performancepolicies -n demo -w        # decisions, live (the load changes every 2 minutes)
-  kubectl get performancepolicy checkout -n demo -o yaml   # signals, recommendation, lastAction, history
-  kubectl get nodetuning kwok-node-0 -o yaml        # the agent's plan for this machine (Recommend)
-  kubectl get events -A --field-selector reason!=Scheduled -w
+  kubectl get pods -A -o wide                              # the chart's pods and the demo service, on real-node-0
+  kubectl get performancepolicies -n demo -w               # decisions, live (the load changes every 3-4 minutes)
+  kubectl get performancepolicy checkout -n demo -o yaml   # signals, p95, lastAction with evidence, verification
+  kubectl get pod -n demo -l app=checkout -o jsonpath='{.items[0].spec.containers[0].resources}'
+  kubectl get events -n demo -w
+  kubectl get nodetuning real-node-0 -o yaml               # the agent pod's plan for the node (Recommend)
+  kubectl logs -n kubetune-system deploy/kubetune-operator -f
   Prometheus: $prometheus_url
-  logs: $state/operator.log $state/agent.log
+  load: $state/realstack/logs/load.log (p95 as the clients see it, one line a phase)
   stop: make demo-down
 TXT
