@@ -387,7 +387,11 @@ class BuildLock:
     def __enter__(self) -> BuildLock:
         cache_dir().mkdir(parents=True, exist_ok=True)
         self.file = open(cache_dir() / ".lock", "w")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another image build in {cache_dir()} to finish")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
         for work in (cache_dir() / "work").glob("*"):
             remove_tree(work)  # only the lock holder builds, so every work dir left is a dead build's
         return self
