@@ -25,7 +25,9 @@ The series are synthetic and seeded (families below): the public benchmark of re
 product was first measured on cannot be downloaded here and is not included. Recorded series from
 the real node can be dropped into tests/data/ as CSV (`timestamp,value[,label]`); see `load_recorded`.
 
-Run: `make bench`, or `python tests/bench/analysis_quality.py [--quick]`.
+Run: `make bench`, or `python tests/bench/analysis_quality.py [--quick] [--seed N]` (other seeds: the
+same families drawn anew, to see that the figures are not an accident of the default ones), or
+`--calibrate` to refit the forecaster's confidence (analysis.CONFIDENCE_SLOPE / CONFIDENCE_OFFSET).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kubetune import analysis
+from kubetune.predictions import ANOMALY_FLOOR
+
+CPU_FLOOR = ANOMALY_FLOOR["cpuUtilization"]  # the families are CPU utilisation, % of the request
 
 DAY = 86_400.0
 DETECTOR_STEP = 300.0  # 5-minute samples: the recording rule kubetune:container_cpu_usage_cores:rate5m
@@ -303,7 +308,8 @@ def before_detector(values: np.ndarray, first: int) -> np.ndarray:
 
 
 def after_detector(values: np.ndarray, first: int) -> np.ndarray:
-    """Alarm per sample from `first` on: kubetune.analysis.anomaly_incidents on the window ending there."""
+    """Alarm per sample from `first` on: kubetune.analysis.anomaly_incidents on the window ending there,
+    with the floors predictions.analyse uses for cpuUtilization."""
     history = analysis.detector_window(DETECTOR_STEP)
     padded = np.concatenate([np.full(history - 1, np.nan), values])
     windows = sliding_window_view(padded, history)[first:]
@@ -311,7 +317,7 @@ def after_detector(values: np.ndarray, first: int) -> np.ndarray:
     chunk = 512
     for start in range(0, windows.shape[0], chunk):
         result = analysis.anomaly_incidents(windows[start : start + chunk], step=DETECTOR_STEP,
-                                            floor_absolute=0.1, floor_relative=0.05)
+                                            floor_absolute=CPU_FLOOR.absolute, floor_relative=CPU_FLOOR.relative)
         out[first + start : first + start + result.active.size] = result.active
     return out
 
@@ -639,11 +645,12 @@ def calibrate(seed: int = 99) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
+    seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else None
     if "--calibrate" in argv:
         calibrate()
         return
     started = time.perf_counter()
-    families = detector_families(per_family=6 if quick else 12)
+    families = detector_families(per_family=6 if quick else 12, **({"seed": seed} if seed is not None else {}))
     recorded = load_recorded()
     if recorded:
         families["recorded"] = recorded
@@ -653,7 +660,8 @@ def main(argv: list[str] | None = None) -> None:
         print(line)
     print()
     print("Forecaster: 1-minute series, threshold 80 % held 5 min; before = Theil-Sen on 20 samples, tau >= 0.6")
-    for line in forecaster_lines(evaluate_forecasters(forecast_families(per_family=5 if quick else 10))):
+    forecasts = forecast_families(per_family=5 if quick else 10, **({"seed": seed + 1} if seed is not None else {}))
+    for line in forecaster_lines(evaluate_forecasters(forecasts)):
         print(line)
     print(f"(harness ran in {time.perf_counter() - started:.1f} s)")
 
