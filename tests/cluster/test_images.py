@@ -229,7 +229,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
         # The namespace's cgroups, runc state and shim sockets: containerd keeps them under fixed host paths
         # (shared with the real node's containerd, so only what is empty goes).
         for leftover in [*Path("/sys/fs/cgroup").glob("*/kubetune-images-test"),
-                         *(Path("/run/containerd") / d for d in ("runc/kubetune-images-test", "runc", "s", "fifo", ""))]:
+                         *(Path("/run/containerd") / d
+                           for d in ("runc/kubetune-images-test", "runc", "s", "fifo", ""))]:
             with contextlib.suppress(OSError):
                 leftover.rmdir()
 
