@@ -782,8 +782,8 @@ def anomaly_incidents(
        recent samples, and the least surprised one speaks: a sample is anomalous only if no good
        explanation of the history expects it. Seasonality is thereby used whenever the history covers
        it and the data show it.
-    3. Scale with a floor: the residual sigma (the larger of the MAD's and the 98th percentile's, see
-       `_residual_scale`), but at least `floor_relative` x the level and `floor_absolute` (the
+    3. Scale with a floor: the residual sigma (the larger of the interquartile range's and the tails',
+       see `_residual_scale`), but at least `floor_relative` x the level and `floor_absolute` (the
        metric's resolution), so a near-constant series has no microscopic sigma and a lightly loaded
        one is still judged relative to its own level.
     4. Persistence and one incident per run, replayed over the newest samples: an incident opens when

@@ -36,7 +36,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -387,18 +387,22 @@ def runs(alarm: np.ndarray) -> np.ndarray:
     return np.flatnonzero(alarm & ~np.concatenate([[False], alarm[:-1]]))
 
 
+class _Counts:
+    """Scores that add up over series and families: every field is summed (lists are joined)."""
+
+    def add(self, other: _Counts) -> None:
+        for name in (f.name for f in fields(self)):  # type: ignore[arg-type]
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
 @dataclass
-class DetectorScore:
+class DetectorScore(_Counts):
     windows: int = 0
     detected: int = 0
     credit: float = 0.0
     true_runs: int = 0
     false_runs: int = 0
     series_days: float = 0.0
-
-    def add(self, other: DetectorScore) -> None:
-        for name in ("windows", "detected", "credit", "true_runs", "false_runs", "series_days"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
     def precision(self) -> float:
@@ -439,7 +443,7 @@ def score_detector(alarm: np.ndarray, windows: list[tuple[int, int]], first: int
 
 
 @dataclass
-class ForecastScore:
+class ForecastScore(_Counts):
     alarms: int = 0
     correct: int = 0
     positives: int = 0
@@ -448,12 +452,6 @@ class ForecastScore:
     crossings_caught: int = 0
     leads: list[float] = field(default_factory=list)
     bands: np.ndarray = field(default_factory=lambda: np.zeros((10, 2)))  # per 0.1 of confidence: [evaluations, came true]
-
-    def add(self, other: ForecastScore) -> None:
-        for name in ("alarms", "correct", "positives", "caught", "crossings", "crossings_caught"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.leads += other.leads
-        self.bands += other.bands
 
     @property
     def precision(self) -> float:

@@ -97,3 +97,53 @@ def test_small_departures_are_not_anomalies(signals):
 def test_anomaly_detection_switched_off_checks_no_signal():
     signals = WorkloadSignals(containers=(), latency_series=_with_last(_steady(100, 3), 400))
     assert analyse(spec(anomalyDetection={"enabled": False}), signals, step_seconds=15).anomalies == ()
+
+
+# --- issue 16: the long baseline, throughput, level shifts, calibrated predictions -----------------
+
+DAY = 288  # five-minute samples
+
+
+def _daily_cores(days: int, seed: int = 5) -> np.ndarray:
+    hours = np.arange(days * DAY) / 12.0
+    shape = np.clip(np.sin((hours % 24 - 7) / 14 * np.pi), 0, None) ** 1.5
+    return 0.1 + 0.5 * shape + 0.01 * np.random.default_rng(seed).standard_normal(hours.size)
+
+
+def _with_history(history: np.ndarray) -> WorkloadSignals:
+    recent = tuple(0.3 + 0.005 * np.random.default_rng(1).standard_normal(60))
+    return WorkloadSignals(containers=(ContainerSignals("app", {"cpu": 1.0}, {}, cpu_series=recent,
+                                                        cpu_history=tuple(history)),))
+
+
+def test_the_history_is_judged_with_its_daily_pattern_when_the_loop_fills_it():
+    history = _daily_cores(4)
+    peak = 3 * DAY + 14 * 12  # 14:00 on the fourth day, the usual peak
+    assert analyse(spec(), _with_history(history[: peak + 1]), step_seconds=15).anomalies == ()
+    night = 3 * DAY + 2 * 12  # 02:00: the same load at night is an incident
+    burst = history[: night + 3].copy()
+    burst[-3:] += 0.4
+    anomalies = analyse(spec(), _with_history(burst), step_seconds=15).anomalies
+    assert len(anomalies) == 1 and anomalies[0].startswith("app cpuUtilization ")
+    assert "the same time on previous days" in anomalies[0] and "incident open for 10 min" in anomalies[0]
+
+
+def test_throughput_is_checked_in_both_directions_and_latency_only_upwards():
+    collapse = WorkloadSignals(containers=(), throughput_series=_with_last(_steady(200, 5), 20))
+    assert analyse(spec(), collapse, step_seconds=15).anomalies[0].startswith("throughputRps ")
+    faster = WorkloadSignals(containers=(), latency_series=_with_last(_steady(100, 3), 10))
+    assert analyse(spec(), faster, step_seconds=15).anomalies == ()
+
+
+def test_a_step_below_the_threshold_is_a_new_level_not_a_predicted_hit():
+    step = np.r_[np.full(60, 0.40), np.full(10, 0.70)] + 0.005 * np.random.default_rng(2).standard_normal(70)
+    insights = analyse(spec(), signals(step), step_seconds=60)
+    assert insights.predicted_hits == () and insights.trend == "Steady"
+
+
+def test_a_predicted_hit_says_how_likely_it_is_and_the_bar_is_adjustable():
+    ramp = 0.40 + 0.01 * np.arange(30)
+    hit = analyse(spec(), signals(ramp), step_seconds=15).predicted_hits[0]
+    probability = float(hit.evidence.rsplit("probability ", 1)[1])
+    assert 0.2 <= probability <= 1.0 and "trend +" in hit.evidence
+    assert analyse(spec(), signals(ramp), step_seconds=15, min_confidence=min(1.0, probability + 0.01)).predicted_hits == ()
