@@ -431,7 +431,7 @@ class ForecastBatch:
     value_at_horizon: FloatArray  # the damped forecast at the horizon
     spread: FloatArray  # the forecast's standard deviation at the horizon
     shift_samples_ago: npt.NDArray[np.int64]  # samples since the level shift used (-1: none found)
-    crossing_probability: FloatArray  # P(the level is beyond the threshold at the horizon); NaN without thresholds
+    crossing_probability: FloatArray  # calibrated P(the rule's condition begins within the horizon); NaN without thresholds
     will_cross: npt.NDArray[np.bool_]  # crossing_probability >= min_confidence
     horizon: float
 
@@ -476,10 +476,12 @@ def forecast_batch(
     2. Level and trend: the least-squares line of the segment since the chosen break gives the level
        now and the slope; the slope is damped with a half-life of TREND_HALF_LIFE_SECONDS (damped
        trend, as in damped Holt), so a long horizon does not extrapolate it for ever.
-    3. Confidence: P(level at the horizon beyond the threshold) under a normal forecast whose spread
-       adds the fitted line's uncertainty, OBSERVATION_SHARE of the sample noise and TREND_DOUBT x the
-       extrapolated change; the constants are calibrated on the quality harness
-       (tests/bench/analysis_quality.py), which prints how often each confidence band came true.
+    3. Confidence: the forecast's distance beyond the threshold in units of its spread (the fitted
+       line's uncertainty at the horizon, OBSERVATION_SHARE of the sample noise and TREND_DOUBT x the
+       extrapolated change), turned into a probability by Platt scaling fitted on the quality harness
+       (CONFIDENCE_SLOPE, CONFIDENCE_OFFSET; tests/bench/analysis_quality.py prints how often each
+       confidence band came true). `will_cross` = probability >= `min_confidence`.
+    `thresholds`: one per row or a scalar; without them only the forecast is computed.
     """
     rows = _as_rows(values)
     rows = rows[:, -forecast_window(step):]
