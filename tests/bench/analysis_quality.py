@@ -387,6 +387,10 @@ def runs(alarm: np.ndarray) -> np.ndarray:
     return np.flatnonzero(alarm & ~np.concatenate([[False], alarm[:-1]]))
 
 
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else float("nan")
+
+
 class _Counts:
     """Scores that add up over series and families: every field is summed (lists are joined)."""
 
@@ -406,11 +410,11 @@ class DetectorScore(_Counts):
 
     @property
     def precision(self) -> float:
-        return self.true_runs / (self.true_runs + self.false_runs) if self.true_runs + self.false_runs else float("nan")
+        return _ratio(self.true_runs, self.true_runs + self.false_runs)
 
     @property
     def recall(self) -> float:
-        return self.detected / self.windows if self.windows else float("nan")
+        return _ratio(self.detected, self.windows)
 
     @property
     def f1(self) -> float:
@@ -419,11 +423,11 @@ class DetectorScore(_Counts):
 
     @property
     def early(self) -> float:
-        return self.credit / self.windows if self.windows else float("nan")
+        return _ratio(self.credit, self.windows)
 
     @property
     def false_per_day(self) -> float:
-        return self.false_runs / self.series_days if self.series_days else float("nan")
+        return _ratio(self.false_runs, self.series_days)
 
 
 def score_detector(alarm: np.ndarray, windows: list[tuple[int, int]], first: int, step: float) -> DetectorScore:
@@ -455,15 +459,15 @@ class ForecastScore(_Counts):
 
     @property
     def precision(self) -> float:
-        return self.correct / self.alarms if self.alarms else float("nan")
+        return _ratio(self.correct, self.alarms)
 
     @property
     def recall(self) -> float:
-        return self.caught / self.positives if self.positives else float("nan")
+        return _ratio(self.caught, self.positives)
 
     @property
     def event_recall(self) -> float:
-        return self.crossings_caught / self.crossings if self.crossings else float("nan")
+        return _ratio(self.crossings_caught, self.crossings)
 
     @property
     def lead_minutes(self) -> float:
