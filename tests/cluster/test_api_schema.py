@@ -133,7 +133,7 @@ def test_node_tuning_status_round_trips(cluster, crds, cluster_scoped):
     assert stored["status"] == status
     assert NodeTuning.model_validate(stored).to_dict() == stored
     columns = cluster.kubectl("get", "nodetuning", name).stdout.split("\n")[0].split()
-    assert columns[:4] == ["NAME", "APPLIED", "DEGRADED", "HEARTBEAT"]
+    assert columns[:5] == ["NAME", "READY", "APPLIED", "DEGRADED", "HEARTBEAT"]
 
 
 def test_performance_policy_status_round_trips_and_fills_the_columns(cluster, crds, namespace):
