@@ -32,7 +32,7 @@ from tests.unit.loopfakes import FakeKube, FakePrometheus, spec
 
 pytestmark = pytest.mark.bench
 
-SCALES = (100, 1000, 2000)
+SCALES = tuple(int(n) for n in os.environ.get("KUBETUNE_BENCH_SCALES", "100,1000,2000").split(","))
 REPLICAS = 10
 CYCLES = 3
 TARGET_SECONDS = 5.0
