@@ -76,8 +76,10 @@ def chart_values(prometheus_url: str, namespaces: list[str], journal_dir: Path) 
             "watchNamespaces": namespaces,
             "prometheus": {"url": prometheus_url, "timeout": 5},
             # cAdvisor on a real kubelet samples a container every ~10 s (its own timestamps): rate()
-            # needs two samples, so 30 s, not the 10 s the synthetic exporter allows.
-            "rateWindow": "30s", "queryStep": "2s", "recommendationWindow": "5m",
+            # needs two samples, so 30 s, not the 10 s the synthetic exporter allows. A 5 s step: at 2 s
+            # the latency correlation has its 20 samples 40 s after load starts, and a steadily starved
+            # service (flat latency, flat throttling) is then judged "not a resource bottleneck".
+            "rateWindow": "30s", "queryStep": "5s", "recommendationWindow": "5m",
             "recommendationRefresh": "10s", "tick": 1,
             **ON_REAL_NODE,
         },
@@ -353,9 +355,9 @@ def container_pids(pod: dict, container: str) -> list[int]:
 # --- the demo (make demo) ----------------------------------------------------------------------------
 
 DEMO_NAMESPACE = "demo"
-# The scripted load: (seconds, requests per second). At 25 ms of CPU a request, 2/s needs 50m: the
-# 100m CFS quota makes every request wait ~200 ms (p95 above the 200 ms rule) until kubetune resizes;
-# 6/s then runs the pod hot (high-load), 0.5/s leaves it idle (low-load steps it down).
+# The scripted load: (seconds, requests per second). At 35 ms of CPU a request, 2/s needs 70m: the
+# 100m CFS quota makes every request wait over 200 ms (p95 above the `slow` rule) until kubetune doubles
+# it; 6/s (210m) then runs the pod hot (high-load); 0.5/s leaves it idle (low-load steps it down).
 DEMO_PROFILE = [(180, 2.0), (180, 6.0), (240, 0.5)]
 DEMO_POLICY = HERE / "demo-realnode.yaml"
 
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = RealStack(state_dir / "realstack", cluster, node, prometheus, [DEMO_NAMESPACE], tie_to_parent=False)
         stack.uninstall()  # a previous demo's release
         stack.start()
-        svc = DemoService(cluster, prometheus, DEMO_NAMESPACE, "checkout", work_cpu_ms=25, cpu="100m")
+        svc = DemoService(cluster, prometheus, DEMO_NAMESPACE, "checkout", work_cpu_ms=35, cpu="100m")
         svc.deploy()
         cluster.kubectl("apply", "-f", str(DEMO_POLICY))
         stack.procs.start("load", [sys.executable, str(Path(__file__).resolve()), "load", "--url", svc.url()])
