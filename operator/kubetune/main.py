@@ -9,6 +9,7 @@ never leaves an object stuck.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -209,6 +210,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         ready.set()
 
     memo.readiness = asyncio.create_task(all_ready())
+    # Blocking calls (Kubernetes, Prometheus) run in threads: enough for the concurrent evaluations,
+    # the pod watch and kopf's own, whatever the CPU count.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(config.evaluation_concurrency + 8, thread_name_prefix="kubetune"))
     memo.leadership = leadership(config, metrics)
     if isinstance(memo.leadership, ShardedLeadership):
         memo.election = asyncio.create_task(memo.leadership.run())

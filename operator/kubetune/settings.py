@@ -43,6 +43,8 @@ class OperatorSettings(BaseModel):
     """How far back usage is read for recommendations (percentiles of CPU, peak memory, OOM kills)."""
     recommendation_refresh: str = "5m"
     """How often the recommendation window's queries are re-run (they change slowly and cost the most)."""
+    evaluation_concurrency: int = Field(default=8, ge=1, le=64)
+    """Policies evaluated at once (their API calls and own queries overlap; each is one workload)."""
     tick: float = Field(default=5.0, gt=0)
     """Seconds between checks for policies whose interval has elapsed."""
     namespaces: tuple[str, ...] = ()
