@@ -34,6 +34,12 @@ NS = "kt-realnode"  # the one namespace the installed operator watches and its w
 def stack(cluster, crds, real_node, prometheus, tmp_path_factory):
     if not real_node.local:
         pytest.skip("the chart is installed with an image imported into the local real node")
+    # The agent pod really writes this machine's kernel settings: a NodeTuningPolicy another test left
+    # behind would be applied here. Refuse rather than tune the host with it.
+    left = cluster.kubectl("get", "nodetuningpolicies", "-o", "name", check=False).stdout.split()
+    if left:
+        pytest.fail(f"NodeTuningPolicies left by other tests ({', '.join(left)}) would be applied to this machine "
+                    "by the real node's agent: delete them (and find the test that leaks them)", pytrace=False)
     stack = realstack.RealStack(tmp_path_factory.mktemp("realstack"), cluster, real_node, prometheus, [NS])
     try:
         stack.start()
