@@ -516,6 +516,12 @@ def _plan(action: Action, chosen: list[RuleHit], inputs: PolicyInputs, evidence:
             resource = RESOURCE_OF_METRIC.get(hit.rule.metric)
             if action is Action.OPTIMIZE_RESOURCES:
                 resource, why = inputs.bottleneck or _bottleneck(c)
+                if resource is None and inputs.bottleneck is not None:
+                    # Correlation sees co-movement only: a steadily saturated resource (throttled in
+                    # every period, flat) does not move with latency, but the thresholds still see it.
+                    steady, steady_why = _bottleneck(c)
+                    if steady is not None:
+                        resource, why = steady, f"{why}; but {steady_why} throughout (steady saturation)"
                 evidence.append(why)
                 if resource is None:
                     continue

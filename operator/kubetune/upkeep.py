@@ -23,7 +23,7 @@ from kubetune.metrics import OperatorMetrics
 from kubetune.prometheus import PrometheusUnavailable
 from kubetune.reasons import ConditionType, Reason
 from kubetune.status import verifying
-from kubetune.verification import Tolerance, verify_action
+from kubetune.verification import Outcome, Tolerance, verify_action
 from kubetune.workloads import ContainerResources
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,14 @@ class Upkeep:
                 report.replace_last_action(_verification(last, VerificationState.FAILED, f"not verified: {e}"))
             return
         result = verify_action(windows, Tolerance(relative=spec.verification.max_regression_percent / 100))
+        window = parse_duration(spec.verification.window)
+        if result.outcome is Outcome.INSUFFICIENT_DATA and now - last.verification.deadline < window:
+            return  # too few samples yet (a new container's first minute): verify again, up to one more window
         if not result.should_roll_back:
-            report.replace_last_action(_verification(last, VerificationState.PASSED, result.message))
+            # Every metric's verdict, not only the decisive one: "not enough samples" for CPU must not
+            # hide what latency did.
+            report.replace_last_action(_verification(last, VerificationState.PASSED,
+                                                     "; ".join(v.message for v in result.metrics) or result.message))
             return
         if not spec.verification.rollback_on_regression or spec.mode is not Mode.AUTO:
             why = "rollback disabled" if spec.mode is Mode.AUTO else f"mode {spec.mode.value}: not rolled back"

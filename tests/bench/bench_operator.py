@@ -251,6 +251,19 @@ def watch_template(cluster, namespace: str, name: str, changed: dict, stop: thre
 
 
 @pytest.mark.timeout(1500)
+def operator_events(cluster) -> str:
+    """What the Events were, so a count per cycle can be read: '<kind>/<reason> <count>', most first."""
+    out = cluster.kubectl("get", "events", "-A", "-o", "json", check=False, timeout=120)
+    if out.returncode:
+        return "unavailable"
+    counts: dict[str, int] = {}
+    for e in json.loads(out.stdout)["items"]:
+        if (e.get("source") or {}).get("component") == "kubetune-operator" or e.get("reportingComponent") == "kubetune.io/operator":
+            key = f"{e['involvedObject']['kind']}/{e['reason']}"
+            counts[key] = counts.get(key, 0) + (e.get("count") or 1)
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+
+
 def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
     cluster = bench_cluster
     started = time.monotonic()
@@ -314,6 +327,7 @@ def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
     finally:
         if operator.proc and operator.proc.poll() is None:
             report.append(f"operator RSS at the end: {operator.rss_mib()[0]:.0f} MiB (peak {operator.rss_mib()[1]:.0f} MiB)")
+        report.append(f"Events by the operator, by kind and reason: {operator_events(cluster)}")
         operator.stop()
         prometheus.remove_target("cadvisor-bench")
         exporter.stop()

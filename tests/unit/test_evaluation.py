@@ -508,3 +508,22 @@ async def test_a_sharded_replica_evaluates_only_the_namespaces_of_its_shards():
     ev.owns = lambda namespace: namespace == "shop"
     await ev.cycle(view([mine, theirs], [pod(n) for n in PODS]))
     assert list(kube.by_policy) == [("shop", "pp")]
+
+
+@pytest.mark.parametrize("minutes_ago,state", [(11, VerificationState.PENDING), (25, VerificationState.PASSED)])
+async def test_too_few_samples_verify_again_for_one_more_window_then_pass_saying_so(minutes_ago, state):
+    body = spec(metrics={"latency": {"histogram": "http_request_duration_seconds"}})
+    p = policy(body, status={"lastAction": pending_action(minutes_ago=minutes_ago)})
+
+    def latency(at):  # 300 ms before the change, 120 ms after: clearly better
+        acted = at - 600
+        return tuple((t, 0.3 if t < acted else 0.12) for t in range(int(at) - 1200, int(at), 15))
+
+    few_cpu = lambda at: ((at - 30, 0.2), (at - 15, 0.2), (at, 0.2))  # noqa: E731  (a new container)
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.2), ranges=[("http_request_duration_seconds_bucket", latency),
+                                                                  ("container_cpu_usage_seconds_total", few_cpu)])
+    kube = await evaluate(p, prom)
+    verification = status(kube).last_action.verification
+    assert verification.state is state
+    if state is VerificationState.PASSED:  # every metric's verdict, the improvement included
+        assert "not enough samples" in verification.message and "latencyP95Ms: 300 -> 120" in verification.message
