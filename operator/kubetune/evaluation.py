@@ -192,7 +192,9 @@ class Evaluator:
         insights = analyse(spec, signals, step, warmup_points=warmup if any(
             len(c.cpu_series) < full for c in signals.containers) else 0)
         bottleneck = None
-        if any(h.rule.action is Action.OPTIMIZE_RESOURCES for h in evaluate_rules(spec, signals)[0]):
+        acting = {h.rule.action for h in evaluate_rules(spec, signals)[0]}
+        report.high_load = Action.INCREASE_RESOURCES in acting  # for the status; raises process priority
+        if Action.OPTIMIZE_RESOURCES in acting:
             try:
                 bottleneck = await asyncio.to_thread(self.gather.bottleneck, facts, now)
             except PrometheusUnavailable as e:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from kubetune.api.performancepolicy import Action, ActionRecord, Metric, PerformancePolicyStatus
-from kubetune.decisions import LATENCY_PERCENTILE, Decision, container_policy, evaluate_rules, recommend
+from kubetune.api.performancepolicy import ActionRecord, Metric, PerformancePolicyStatus
+from kubetune.decisions import LATENCY_PERCENTILE, Decision, container_policy, recommend
 from kubetune.gates import ConditionUpdate, PolicyFacts, Verdict
 from kubetune.kube import Kube
 from kubetune.predictions import Insights
@@ -49,6 +49,7 @@ class Report:
     warning: bool = False
     conditions: list[ConditionUpdate] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    high_load: bool = False  # an IncreaseResources rule holds (status.signals.highLoad)
 
     def set(self, type_: ConditionType, ok: bool, reason: Reason, message: str) -> None:
         self.conditions.append(ConditionUpdate(type_, ok, reason, message))
@@ -118,9 +119,9 @@ def explain_decision(facts: PolicyFacts, decision: Decision, insights: Insights,
                gap or "within one step of the recommendation")
     recommendations = {c.name: recommend(c, container_policy(spec, c.name), node_capacity)
                        for c in signals.containers}
-    high_load = any(h.rule.action is Action.INCREASE_RESOURCES for h in evaluate_rules(spec, signals)[0])
     report.status = report.status.model_copy(update={
-        "signals": signals_status(signals, now, trend=insights.trend, anomaly=bool(anomalies), high_load=high_load),
+        "signals": signals_status(signals, now, trend=insights.trend, anomaly=bool(anomalies),
+                                  high_load=report.high_load),
         "containers": containers_status(signals, facts.resources, recommendations)})
 
 def _investigations(decision: Decision, insights: Insights, report: Report, previous: PerformancePolicyStatus) -> None:

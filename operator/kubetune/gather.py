@@ -50,6 +50,7 @@ def workload_queries(policy: PolicyRecord, pods: list[PodRecord], rate_window: s
     to the policy's namespace here although the `unconfined_query` gate passed it (it depends on $rate)."""
     metrics = policy.spec.metrics
     latency = metrics.latency if metrics else None
+    error_counter, throughput_counter = request_counters(policy.spec)
     q = WorkloadQueries(
         policy.namespace, policy.spec.target_ref.name, tuple(p.name for p in pods), rate_window,
         nodes=tuple(sorted({p.node for p in pods if p.node})),
@@ -57,7 +58,7 @@ def workload_queries(policy: PolicyRecord, pods: list[PodRecord], rate_window: s
         latency_template=latency.query if latency else None,
         error_rate_template=metrics.error_rate.query if metrics and metrics.error_rate else None,
         throughput_template=metrics.throughput.query if metrics and metrics.throughput else None,
-        error_counter=request_counters(policy.spec)[0], throughput_counter=request_counters(policy.spec)[1])
+        error_counter=error_counter, throughput_counter=throughput_counter)
     try:
         q.error_ratio(), q.throughput(), q.latency_seconds(95)
     except QueryNotConfined as e:

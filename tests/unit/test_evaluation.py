@@ -152,6 +152,7 @@ async def test_sustained_high_load_resizes_every_running_pod_after_recording_the
     last = status(kube).last_action
     assert last.applied and last.verification.state is VerificationState.PENDING
     assert ("Normal", "ScaledUp") in [(t, r) for t, r, _ in kube.events("Deployment")]
+    assert status(kube).signals.high_load, "status says so, for the node planner's priority raise"
 
 
 async def test_rollout_method_patches_the_template_not_the_pods():
