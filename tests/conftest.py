@@ -29,24 +29,24 @@ def cluster(tmp_path_factory):
     if os.environ.get("KUBECONFIG"):
         yield localcluster.ExistingCluster(os.environ["KUBECONFIG"])
         return
-    local = localcluster.LocalCluster(tmp_path_factory.mktemp("kube"), nodes=3)
+    yield from started(localcluster.LocalCluster(tmp_path_factory.mktemp("kube"), nodes=3), "local cluster")
+
+
+def started(part, what: str):
+    """Start a local part (cluster, Prometheus, real node) for the session and stop it after, failing
+    with its one-line SetupError (a generator for session fixtures to `yield from`)."""
     try:
-        local.start()
+        part.start()
     except localcluster.SetupError as e:
-        pytest.fail(f"local cluster: {e}", pytrace=False)
-    yield local
-    local.stop()
+        pytest.fail(f"{what}: {e}", pytrace=False)
+    yield part
+    part.stop()
 
 
 def local_prometheus(tmp_path_factory, scrape_interval: str = "1s"):
     """A LocalPrometheus for the session (a generator for session fixtures to `yield from`)."""
     prom = localcluster.LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval=scrape_interval)
-    try:
-        prom.start()
-    except localcluster.SetupError as e:
-        pytest.fail(f"local Prometheus: {e}", pytrace=False)
-    yield prom
-    prom.stop()
+    yield from started(prom, "local Prometheus")
 
 
 @pytest.fixture(scope="session")
@@ -93,10 +93,4 @@ def real_node(cluster, tmp_path_factory):
             pytest.skip(f"the KUBECONFIG cluster has no node labelled {realnode.RealNode.label}")
         yield realnode.ExistingRealNode(names[0])
         return
-    node = realnode.RealNode(tmp_path_factory.mktemp("realnode"), cluster)
-    try:
-        node.start()
-    except localcluster.SetupError as e:
-        pytest.fail(f"real node: {e}", pytrace=False)
-    yield node
-    node.stop()
+    yield from started(realnode.RealNode(tmp_path_factory.mktemp("realnode"), cluster), "real node")
