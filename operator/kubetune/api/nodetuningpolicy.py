@@ -319,6 +319,9 @@ class ProcessTuningLimits(KubeModel):
     """The lowest (most favoured) nice value a PerformancePolicy may set; lower requests are clamped."""
     allow_cpu_pinning: bool = True
     """Whether PerformancePolicies may pin containers to dedicated CPUs."""
+    max_pinned_cpus_per_namespace: int | None = Field(default=None, ge=1, le=4096)
+    """The most dedicated CPUs the pods of one namespace may have pinned on one node; unset = no share
+    (first come: a pinning is never taken away by a newcomer)."""
 
 
 _PERCENT_LEVELS = LessThan("warning_percent", "critical_percent")
