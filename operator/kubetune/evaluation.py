@@ -22,9 +22,10 @@ from kubetune.actuator import Actuator
 from kubetune.api.common import Mode, parse_duration
 from kubetune.api.performancepolicy import Action, VerificationResult, VerificationState
 from kubetune.decisions import Decision, PolicyInputs, container_sustained_keys, decide, evaluate_rules
-from kubetune.explain import Event, Publisher, Report, explain_decision, explain_verdict
+from kubetune.explain import Event, Publisher, Report, explain_decision, explain_verdict, last_action_time
 from kubetune.gates import CLUSTER_GATES, METRIC_GATES, PolicyFacts, first_verdict
-from kubetune.gather import ANALYSIS_WINDOW, PolicyMetrics, cluster_facts, request_counters
+from kubetune.gather import ANALYSIS_WINDOW, FORECAST_WINDOW, PolicyMetrics, cluster_facts, request_counters
+from kubetune.history import WorkloadHistory
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
@@ -59,12 +60,13 @@ def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, 
 
 def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPlan:
     namespaces, held, histograms, counters = set(), set(), set(), set()
-    series = False
+    series = forecast = False
     for p in policies:
         if not p.spec or p.spec.mode is Mode.OFF:
             continue
         namespaces.add(p.namespace)
         series = series or p.spec.prediction.enabled or p.spec.anomaly_detection.enabled
+        forecast = forecast or p.spec.prediction.enabled
         held |= container_sustained_keys(p.spec)
         latency = p.spec.metrics.latency if p.spec.metrics else None
         if latency and latency.histogram:
@@ -75,7 +77,8 @@ def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPla
         if throughput:
             counters.add((throughput, None))
     return QueryPlan(frozenset(namespaces), frozenset(held), frozenset(histograms), with_history,
-                     series_window=ANALYSIS_WINDOW if series else None, counters=frozenset(counters))
+                     series_window=ANALYSIS_WINDOW if series else None, counters=frozenset(counters),
+                     forecast_window=FORECAST_WINDOW if forecast else None)
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Batch:
 
     results: Mapping[str, Samples] | None
     error: str | None = None
+    history: WorkloadHistory | None = None  # the detector's baselines, when current
 
 
 class Evaluator:
@@ -97,6 +101,7 @@ class Evaluator:
         self.last_run: dict[tuple[str, str], float] = {}
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
+        self.workload_history = WorkloadHistory(prometheus)
         self.active: Callable[[], bool] = lambda: True
         self.owns: Callable[[str], bool] = lambda namespace: True
 
@@ -147,7 +152,22 @@ class Evaluator:
         if with_history:
             self.last_history_fetch = clock
             self.history_cache = {k: v for k, v in results.items() if k in HISTORY_QUERIES}
-        return Batch({**self.history_cache, **results})
+        return Batch({**self.history_cache, **results}, history=await self._baselines(due))
+
+    async def _baselines(self, due: list[PolicyRecord]) -> WorkloadHistory | None:
+        """The detector's eight-day baselines, refreshed when the 5-minute step moves; None when no due
+        policy detects anomalies or Prometheus failed (then each signal is judged on its recent series)."""
+        namespaces = {p.namespace for p in due if p.spec and p.spec.mode is not Mode.OFF
+                      and p.spec.anomaly_detection.enabled}
+        if not namespaces:
+            return None
+        history, now = self.workload_history, self.clock().timestamp()
+        try:  # the namespaces already held are kept: policies with other intervals are due in other cycles
+            await asyncio.to_thread(history.refresh, namespaces | history.namespaces, now)
+        except PrometheusUnavailable as e:
+            log.warning("workload history not refreshed, anomalies judged on the recent series: %s", e)
+            return None
+        return history if history.current(now) else None
 
     async def evaluate(self, policy: PolicyRecord, view: ClusterView, batch: Batch,
                        conflict_with: PolicyRecord | None = None) -> None:
@@ -173,7 +193,7 @@ class Evaluator:
     async def _gather(self, facts: PolicyFacts, batch: Batch, now: datetime) -> PolicyFacts:
         if batch.results is None:
             return PolicyFacts(**{**facts.__dict__, "prometheus_error": batch.error})
-        signals = self.gather.joined(facts, batch.results)
+        signals = self.gather.joined(facts, batch.results, batch.history)
         try:
             if self.gather.needs_queries(facts.policy.spec):
                 signals = await asyncio.to_thread(self.gather.completed, facts, signals, now)
@@ -222,7 +242,8 @@ class Evaluator:
         # Intent first, already Pending: a crash before or during the change leaves a record that a
         # restarted operator (or the next leader) finishes, and whose cooldown stops a second change.
         await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name, {
-            "lastAction": record.to_dict(), "history": [r.to_dict() for r in report.status.history]})
+            "lastAction": record.to_dict(), "history": [r.to_dict() for r in report.status.history]},
+            last_action_time(policy.status))
         try:
             applied = await asyncio.to_thread(self.actuator.apply, target, policy.spec.scaling.method,
                                               decision.changes, facts.resources, facts.pods)

@@ -20,13 +20,17 @@ from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
 from kubetune.promql import request_query_name, WorkloadQueries, sustained, workload_series
 from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
-from kubetune.signals import current_resources, pods_total, workload_signals
+from kubetune.history import WorkloadHistory
+from kubetune.signals import current_resources, pods_total, with_workload_series, workload_signals
 from kubetune.tenancy import QueryNotConfined
 from kubetune.verification import MetricKind, MetricWindows
 from kubetune.workloads import ContainerResources, PodRecord
 
-# The window of recent samples trend prediction, anomaly detection and correlation look at.
+# The window of recent samples anomaly detection (without history) and correlation look at.
 ANALYSIS_WINDOW = "5m"
+# The forecaster's window (per workload, through the owner join): it was measured and calibrated on an
+# hour (docs/analysis.md); 20 samples are too few to tell a trend from a step.
+FORECAST_WINDOW = "1h"
 # Which resource each correlated signal points at.
 RESOURCE_OF_SIGNAL = {ResourceSignal.CPU_THROTTLING: "cpu", ResourceSignal.MEMORY_PRESSURE: "memory",
                       ResourceSignal.MAJOR_PAGE_FAULTS: "memory"}
@@ -102,14 +106,19 @@ class PolicyMetrics:
     def __init__(self, prometheus: Prometheus, settings: OperatorSettings):
         self.prometheus, self.settings = prometheus, settings
 
-    @staticmethod
-    def joined(facts: PolicyFacts, results: Mapping[str, Samples]) -> WorkloadSignals:
-        """The batched answer joined with the pods (pure, no query)."""
+    def joined(self, facts: PolicyFacts, results: Mapping[str, Samples],
+               history: WorkloadHistory | None = None) -> WorkloadSignals:
+        """The batched answer (and the workload's history, when current) joined with the pods (no query)."""
         policy, spec = facts.policy, facts.policy.spec
         latency = spec.metrics.latency if spec.metrics else None
         signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
                                    histogram=latency.histogram if latency else None,
                                    percentiles=latency.percentiles if latency else ())
+        step = parse_duration(self.settings.query_step).total_seconds()
+        signals = with_workload_series(
+            signals, results, history, policy.namespace, spec.target_ref.name,
+            full_points=int(parse_duration(FORECAST_WINDOW).total_seconds() / step),
+            warmup_points=int(parse_duration(self.settings.rate_window).total_seconds() / step))
         error, throughput = request_counters(spec)
         names = [p.name for p in facts.running]
         if error:

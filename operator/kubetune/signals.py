@@ -10,11 +10,13 @@ fire later, never sooner.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from statistics import fmean
 from typing import Iterable, Mapping
 
 from kubetune.decisions import ContainerSignals, WorkloadSignals
-from kubetune.promql import histogram_quantile
+from kubetune.history import WorkloadHistory
+from kubetune.promql import WORKLOAD_CPU_SERIES, histogram_quantile
 from kubetune.prometheus import Samples
 from kubetune.workloads import ContainerResources, PodRecord
 
@@ -104,3 +106,26 @@ def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[
             if seconds is not None:
                 latency[p] = seconds * 1000
     return WorkloadSignals(containers=tuple(containers), latency_ms=latency)
+
+
+def with_workload_series(signals: WorkloadSignals, results: Mapping[str, Samples], history: WorkloadHistory | None,
+                         namespace: str, workload: str, *, full_points: int, warmup_points: int) -> WorkloadSignals:
+    """`signals` with what the owner join knows of the workload: the forecaster's one-hour CPU series in
+    place of the per-pod recent one, and the detector's eight-day CPU and memory history. Either is left
+    as it was when the join has nothing (no kube-state-metrics, or a workload younger than a scrape).
+
+    A one-hour series shorter than `full_points` began inside the window: its first `warmup_points`
+    are rate() over a counter younger than its window, ramping up from zero, and are dropped."""
+    found = results.get(WORKLOAD_CPU_SERIES, {})
+    containers = []
+    for c in signals.containers:
+        changes = {}
+        series = found.get((namespace, workload, c.name))
+        if isinstance(series, tuple) and series:
+            changes["cpu_series"] = series[warmup_points:] if len(series) < full_points else series
+        if history is not None:
+            changes["cpu_history"] = history.get("cpu", namespace, workload, c.name)
+            changes["memory_history"] = history.get("memory", namespace, workload, c.name)
+        containers.append(replace(c, **changes) if changes else c)
+    return replace(signals, containers=tuple(containers),
+                   history_step_seconds=history.step if history is not None else signals.history_step_seconds)

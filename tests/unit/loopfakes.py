@@ -38,7 +38,8 @@ class FakeKube:
     def patch_template(self, ref: WorkloadRef, containers: Mapping[str, Any]) -> None:
         self.calls.append(("template", dict(containers)))
 
-    def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                            read_last_action: str | None = None) -> None:
         self.calls.append(("status", dict(status)))
         self.status.update(status)  # a JSON merge patch of top-level fields
         self.by_policy.setdefault((namespace, name), {}).update(status)
@@ -60,19 +61,29 @@ class FakeKube:
 class FakePrometheus:
     """`batch`: the cycle's answers by query name. `scalars` and `ranges`: (substring of the PromQL,
     answer) pairs for the per-policy queries, the first match wins; a range answer is a function of
-    the evaluation time `at` returning ((t, v), ...)."""
+    the evaluation time `at` returning ((t, v), ...). `matrices`: the same for /api/v1/query_range (the
+    workload history), a function of (start, end, step) returning the raw matrix; `range_queries` logs
+    each (expr, start, end, step)."""
 
     batch: dict[str, dict] = field(default_factory=dict)
     scalars: list[tuple[str, float | None]] = field(default_factory=list)
     ranges: list[tuple[str, Callable[[float], tuple]]] = field(default_factory=list)
     down: bool = False
     asked: list[str] = field(default_factory=list)
+    matrices: list[tuple[str, Callable[[float, float, float], list[dict]]]] = field(default_factory=list)
+    range_queries: list[tuple[str, float, float, float]] = field(default_factory=list)
 
     def fetch(self, queries):
         if self.down:
             raise PrometheusUnavailable("query cpu failed: connection refused")
         self.asked += [q.expr for q in queries]
         return {q.name: dict(self.batch.get(q.name, {})) for q in queries}, QueryStats(queries=len(queries))
+
+    def range_query(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        if self.down:
+            raise PrometheusUnavailable("connection refused")
+        self.range_queries.append((expr, start, end, step))
+        return next((f(start, end, step) for needle, f in self.matrices if needle in expr), [])
 
     def scalar(self, expr: str) -> float | None:
         self.asked.append(expr)

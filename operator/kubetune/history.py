@@ -1,0 +1,145 @@
+"""The anomaly detector's long baselines: eight days of each workload's CPU and memory at 5-minute
+steps, read from the recording rules through the owner join (`promql.history_queries`), one range
+query per family for all the cycle's namespaces.
+
+The answer changes only when the 5-minute step's end moves, so it is kept between cycles, keyed by
+that time: each move fetches only the steps since the last one (one sample per series, normally) and
+shifts the arrays in place; a namespace seen for the first time is filled day by day (a day's JSON
+answer at 1,000 workloads is ~30 MB parsed, eight days in one answer would be ~250 MB). Losing the cache
+(a restart) costs one fill. Samples are float32 with NaN for a missing step: 2,328 x 4 bytes = 9.1 KiB
+per series, where Python tuples of floats would take ~75 KiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from kubetune.analysis import detector_window
+from kubetune.prometheus import finite
+from kubetune.promql import WORKLOAD_KEY, PromQuery, history_queries
+
+log = logging.getLogger(__name__)
+
+HISTORY_STEP_SECONDS = 300.0
+# A day of samples per range query while filling: bounds the parsed answer (see the module doc).
+FILL_CHUNK_STEPS = 288
+
+
+class RangeQueries(Protocol):
+    def range_query(self, expr: str, start: float, end: float, step: float) -> list[dict]: ...
+
+
+@dataclass
+class RefreshStats:
+    """What one refresh asked of Prometheus: queries, series and samples returned."""
+
+    queries: int = 0
+    series: int = 0
+    samples: int = 0
+
+
+class WorkloadHistory:
+    """`get(family, namespace, workload, container)` -> the family's samples, oldest first, ending at
+    `end` (the newest whole step); leading steps before the workload existed are left out."""
+
+    def __init__(self, prometheus: RangeQueries, step: float = HISTORY_STEP_SECONDS):
+        self.prometheus, self.step = prometheus, step
+        self.points = detector_window(step)
+        self.end = -math.inf  # the step end the arrays reach; -inf: nothing held
+        self.namespaces: frozenset[str] = frozenset()
+        self.series: dict[tuple[str, str, str, str], np.ndarray] = {}
+        self.warned_empty = False
+
+    def step_end(self, now: float) -> float:
+        return math.floor(now / self.step) * self.step
+
+    def refresh(self, namespaces: Iterable[str], now: float) -> RefreshStats:
+        """Bring the arrays to the step ending at or before `now` for `namespaces` (others are dropped).
+        PrometheusUnavailable leaves the cache as it was, and `current(now)` False."""
+        wanted, end = frozenset(namespaces), self.step_end(now)
+        stats = RefreshStats()
+        if end == self.end and wanted <= self.namespaces:
+            return stats
+        steps = round((end - self.end) / self.step) if math.isfinite(self.end) else self.points
+        kept = self.namespaces & wanted if steps < self.points else frozenset()
+        new = wanted - kept
+        # Every query first: a failure half-way must leave the cache as it was, not half shifted.
+        recent = self._ask(kept, end - (steps - 1) * self.step, end, stats) if kept and steps > 0 else []
+        filled = []
+        start = end - (self.points - 1) * self.step
+        for chunk in range(0, self.points if new else 0, FILL_CHUNK_STEPS):
+            filled += self._ask(new, start + chunk * self.step,
+                                start + min(self.points - 1, chunk + FILL_CHUNK_STEPS - 1) * self.step, stats)
+        fresh: dict[tuple[str, str, str, str], np.ndarray] = {}
+        for key, array in self.series.items():
+            if key[1] not in kept:
+                continue
+            if steps > 0:
+                array[:-steps] = array[steps:]
+                array[-steps:] = np.nan
+            fresh[key] = array
+        self._write(fresh, recent + filled, end)
+        # A workload gone for eight days holds nothing any more.
+        fresh = {k: v for k, v in fresh.items() if not np.isnan(v).all()}
+        self.series, self.end, self.namespaces = fresh, end, wanted
+        if not fresh and wanted and not self.warned_empty:
+            self.warned_empty = True
+            log.warning("no workload history (%s is empty: is kube-state-metrics scraped and are the kubetune "
+                        "recording rules loaded?): anomalies are judged on the recent series alone, without "
+                        "daily or weekly baselines", "kubetune:pod_workload:owner")
+        return stats
+
+    def _ask(self, namespaces: frozenset[str], start: float, end: float,
+             stats: RefreshStats) -> list[tuple[str, list[dict]]]:
+        answers = []
+        for query in history_queries(namespaces):
+            raw = self.prometheus.range_query(query.expr, start, end, self.step)
+            stats.queries += 1
+            stats.series += len(raw)
+            stats.samples += sum(len(item.get("values", ())) for item in raw)
+            answers.append((_family(query), raw))
+        return answers
+
+    def _write(self, into: dict[tuple[str, str, str, str], np.ndarray], answers: list[tuple[str, list[dict]]],
+               end: float) -> None:
+        first = end - (self.points - 1) * self.step
+        for family, raw in answers:
+            for item in raw:
+                labels = item.get("metric", {})
+                key = (family, *(str(labels.get(label, "")) for label in WORKLOAD_KEY))
+                array = into.get(key)
+                for point in item.get("values", ()):
+                    t, v = finite(point[0]), finite(point[1])
+                    index = round((t - first) / self.step) if t is not None else -1
+                    if v is None or not 0 <= index < self.points:
+                        continue
+                    if array is None:
+                        array = into[key] = np.full(self.points, np.nan, dtype=np.float32)
+                    array[index] = v
+
+    def current(self, now: float) -> bool:
+        return self.end == self.step_end(now)
+
+    def get(self, family: str, namespace: str, workload: str, container: str) -> np.ndarray:
+        array = self.series.get((family, namespace, workload, container))
+        if array is None:
+            return _EMPTY
+        valid = np.flatnonzero(~np.isnan(array))
+        return array[valid[0]:] if valid.size else _EMPTY  # a view: no copy
+
+    def nbytes(self) -> int:
+        """The arrays' bytes (what grows with workloads; the dict and keys add ~0.3 KiB per series)."""
+        return sum(a.nbytes for a in self.series.values())
+
+
+_EMPTY = np.empty(0, dtype=np.float32)
+
+
+def _family(query: PromQuery) -> str:
+    return query.name.removeprefix("history:")
+
