@@ -113,6 +113,22 @@ class Kube:
         _call(f"patch status of {names.kind} {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
               constants.GROUP, constants.VERSION, namespace, names.plural, name, {"status": status})
 
+    def apply_policy_condition(self, namespace: str, name: str, condition: Mapping[str, Any] | None,
+                               condition_type: str) -> None:
+        """Server-side apply of one condition of the policy's status, as the node-tuning loop's own field
+        manager (conditions are a list-map keyed by type): the evaluation's other conditions are never
+        overwritten by it. None = remove the condition this manager set."""
+        self._count()
+        names = constants.PERFORMANCE_POLICY
+        body = {"apiVersion": constants.API_VERSION, "kind": names.kind,
+                "metadata": {"name": name, "namespace": namespace},
+                "status": {"conditions": [dict(condition)] if condition else []}}
+        _call(f"apply {condition_type} condition of {names.kind} {namespace}/{name}", self.custom.api_client.call_api,
+              f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{names.plural}/{name}/status",
+              "PATCH", query_params=[("fieldManager", "kubetune-node-planner"), ("force", "true")],
+              header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+              body=body, auth_settings=["BearerToken"], _return_http_data_only=True)
+
     def event(self, involved: Mapping[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on `involved` (apiVersion, kind, name, namespace, uid); never raises:
         an Event is an explanation, not worth failing a cycle over."""

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from kubetune import constants
-from kubetune.api.common import Mode
+from kubetune.api.common import LabelSelector, Mode
 from kubetune.api.nodetuning import AGENT_NOT_REPORTING, READY, BlockDevice
 from kubetune.api.performancepolicy import ProcessTuning
 from kubetune.records import PolicyRecord, conflicting
@@ -38,10 +38,13 @@ from kubetune.nodetuning import (
     describe_changes,
     normalised_spec,
     policy_status,
+    process_tuning_condition,
     resolve_node_tunings,
+    selector_matches,
     stale_agent_message,
 )
-from kubetune.status import set_condition
+from kubetune.reasons import ConditionType
+from kubetune.status import condition, set_condition
 from kubetune.settings import OperatorSettings
 from kubetune.workloads import PodRecord, WorkloadRef
 
@@ -144,11 +147,34 @@ def process_requests(policies: Iterable[PolicyRecord], pods: Mapping[WorkloadRef
             if p.spec and p.spec.mode is Mode.AUTO and p.spec.process_tuning and (p.namespace, p.name) not in losers]
 
 
-def resolve(view: NodeView, min_nice: int) -> Resolution:
+def agent_nodes(nodes: Mapping[str, NodeFacts], agent_selector: Mapping[str, str]) -> dict[str, NodeFacts]:
+    """The nodes the agent DaemonSet's nodeSelector selects: only they get a NodeTuning (elsewhere no
+    agent would read it, and it would only show AgentNotReporting)."""
+    selector = LabelSelector.model_validate({"matchLabels": dict(agent_selector)})
+    return {node: facts for node, facts in nodes.items() if selector_matches(selector, facts.labels)}
+
+
+def resolve(view: NodeView, min_nice: int, agent_selector: Mapping[str, str] | None = None) -> Resolution:
     return resolve_node_tunings(
-        view.nodes, view.node_policies, process_requests(view.performance_policies, view.pods),
+        agent_nodes(view.nodes, agent_selector or {}), view.node_policies,
+        process_requests(view.performance_policies, view.pods),
         {node: rec.block_devices for node, rec in view.node_tunings.items()},
         min_nice=min_nice, existing={node: rec.spec for node, rec in view.node_tunings.items() if rec.spec})
+
+
+def process_tuning_update(policy: PolicyRecord, result: Resolution, now: datetime
+                          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the ProcessTuning condition the policy should carry, the one it carries), as wire dicts; None =
+    none. A policy that no longer asks for process tuning loses the condition."""
+    ref = f"PerformancePolicy/{policy.namespace}/{policy.name}"
+    current = condition(policy.status, ConditionType.PROCESS_TUNING)
+    observed = current.to_dict() if current else None
+    if ref not in result.requested:
+        return None, observed
+    ok, reason, message = process_tuning_condition(result.process_issues.get(ref, ()), result.process_nodes.get(ref, {}))
+    (desired,) = set_condition([observed] if observed else [], ConditionType.PROCESS_TUNING.value, ok, reason.value,
+                               message, generation=policy.generation, now=now)
+    return desired, observed
 
 
 def _now() -> datetime:
@@ -165,6 +191,9 @@ class NodePlanner:
         # state (its watch lags the write), the write is not repeated.
         self.sent: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.noted: set[str] = set()
+        # The ProcessTuning condition each policy's last Event said, so a condition applied again
+        # (dropped by a concurrent evaluation write) is not announced twice.
+        self.announced: dict[tuple[str, str], Any] = {}
 
     async def run_forever(self, view: Callable[[], NodeView], ready: asyncio.Event | None = None,
                           active: Callable[[], bool] = lambda: True) -> None:
@@ -177,7 +206,7 @@ class NodePlanner:
         return self.sent.get(key) == (desired, observed)
 
     async def cycle(self, view: NodeView) -> None:
-        result = resolve(view, self.settings.min_nice)
+        result = resolve(view, self.settings.min_nice, self.settings.agent_node_selector)
         current = dict(view.node_tunings)
         for node, spec in result.specs.items():
             annotations = ({CONFLICTS_ANNOTATION: conflicts_annotation(result.conflicts[node])}
@@ -228,6 +257,35 @@ class NodePlanner:
             if note not in self.noted:
                 log.warning("process tuning: %s", note)
         self.noted = set(result.notes)
+        for policy in view.performance_policies:
+            await self._report_process_tuning(policy, result, now)
+
+    async def _report_process_tuning(self, policy: PolicyRecord, result: Resolution, now: datetime) -> None:
+        """The policy's ProcessTuning condition, and one Event when what it says changes (a Warning
+        while something is withheld, a Normal one when it is met again). Written by server-side apply
+        as its own field manager; if an evaluation write made from an older read drops it, the next
+        tick sees it missing and applies it again (no second Event: `announced` remembers it)."""
+        desired, observed = process_tuning_update(policy, result, now)
+        key = ("pt", f"{policy.namespace}/{policy.name}")
+        said = lambda c: c and (c["status"], c["reason"], c["message"], c.get("observedGeneration"))  # noqa: E731
+        if desired is None and observed is None:
+            self.announced.pop(key, None)
+            return
+        if self._unchanged(key, said(desired), said(observed)):
+            self.announced.setdefault(key, said(observed))
+            return
+        try:
+            await asyncio.to_thread(self.kube.apply_policy_condition, policy.namespace, policy.name, desired,
+                                    ConditionType.PROCESS_TUNING.value)
+        except KubeError as e:
+            log.warning("PerformancePolicy %s/%s: %s", policy.namespace, policy.name, e)
+            return
+        self.sent[key] = (said(desired), said(observed))
+        before = self.announced.get(key, said(observed))
+        self.announced[key] = said(desired)
+        if desired and said(desired)[:3] != (before or ())[:3] and (desired["status"] == "False" or (before and before[0] == "False")):
+            await asyncio.to_thread(self.kube.event, policy.involved(), "Normal" if desired["status"] == "True"
+                                    else "Warning", desired["reason"], desired["message"])
 
     @staticmethod
     def _involved(node: str, rec: NodeTuningRecord) -> dict[str, str]:

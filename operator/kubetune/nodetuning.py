@@ -26,15 +26,23 @@ How a node's plan is resolved:
   thresholds (`monitoring_spec`). The operator creates it, keeping the contract: operator writes
   spec, agent writes status. A node whose agent never reports then shows `AgentNotReporting`.
 - Process tuning comes from PerformancePolicies in `Auto` mode (a Recommend policy promises to change
-  nothing), for the pods of their target that are on a known node and not finished. `nice` is clamped
-  to the operator's floor and to the highest `processTuning.minNice` among the node's NodeTuningPolicies;
-  CPU pinning needs every matching NodeTuningPolicy to allow it, and at least one to exist (a tenant
-  never pins on a node no admin policy covers). The limits are the most restrictive of all matching
-  policies, not priority-merged: they are safety caps, and `processTuning` is always present (defaulted),
-  so a priority merge would let any higher-priority policy silently lift another admin's cap.
+  nothing), for the pods of their target that are on a known node and not finished, and only on nodes
+  an admin's NodeTuningPolicy (not `Off`) covers: a tenant never gets more than the node's admin
+  allows, and no admin policy allows nothing (the node's plan stays monitoring only, `NoNodePolicy`
+  on the tenant's policy). On a node whose admin policy is `Recommend` the entries are planned only.
+  `nice` is clamped to the operator's floor and to the highest `processTuning.minNice` among the
+  node's NodeTuningPolicies; CPU pinning needs every matching NodeTuningPolicy to allow it. The limits
+  are the most restrictive of all matching policies, not priority-merged: they are safety caps, and
+  `processTuning` is always present (defaulted), so a priority merge would let any higher-priority
+  policy silently lift another admin's cap.
 - Pinned CPUs are dedicated: a container gets ceil(CPU request) CPUs, taken from the top of the node's
-  allocatable CPUs down, never CPU 0 (housekeeping); an assignment already in the node's NodeTuning is
-  kept while it stays valid, so pods do not move between CPUs when neighbours come and go.
+  allocatable CPUs down, never CPU 0 (housekeeping). Fairness, in this order: first come (an
+  assignment already in the node's NodeTuning is kept while it stays valid, so a newcomer never takes
+  a pinning away and pods do not move between CPUs); the admin's share (`maxPinnedCpusPerNamespace`,
+  the smallest among the node's policies: no namespace holds more on the node, kept assignments
+  included); then newcomers of the namespace holding the fewest pinned CPUs on the node first (after
+  a rollout, the tenant whose old pods left gets CPUs back before a tenant that already has some).
+  What a policy does not get is a `ProcessIssue`, reported on the policy by the planner.
 - Not here: per-service socket buffers are not node knobs (tcp_rmem/tcp_wmem are per network
   namespace) and belong in the pod's `securityContext.sysctls` through the webhook or rollout path.
 """
@@ -61,6 +69,7 @@ from kubetune.api.nodetuning import (
 )
 from kubetune.api.nodetuningpolicy import CPUTuning, MemoryTuning, NodeThresholds, NodeTuningPolicySpec
 from kubetune.api.performancepolicy import ProcessTuning
+from kubetune.reasons import Reason
 from kubetune.status import set_condition
 from kubetune.workloads import PodRecord
 
@@ -115,6 +124,15 @@ class Conflict:
         return f"node {self.node}: {self.field} at priority {self.priority}: {values}"
 
 
+@dataclass(frozen=True)
+class ProcessIssue:
+    """Why a PerformancePolicy's process tuning is not (fully) applied on one node."""
+
+    node: str
+    reason: Reason
+    message: str
+
+
 @dataclass
 class PolicyOutcome:
     matched_nodes: list[str] = field(default_factory=list)
@@ -133,6 +151,12 @@ class Resolution:
     """node -> field ('mode', 'adaptive', 'thresholds', 'processes') -> why it has its value."""
     notes: list[str] = field(default_factory=list)
     """Requests that could not be met in full (no CPUs left to pin, too many entries)."""
+    process_issues: dict[str, list[ProcessIssue]] = field(default_factory=dict)
+    """PerformancePolicy ref -> why its process tuning is not (fully) applied, node by node."""
+    process_nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """PerformancePolicy ref -> node -> that node's mode, where the policy has process entries."""
+    requested: frozenset[str] = frozenset()
+    """The PerformancePolicy refs that ask for process tuning (each gets a ProcessTuning condition)."""
 
 
 # --- label selectors ------------------------------------------------------------------------------
@@ -256,17 +280,28 @@ class ProcessLimits:
     min_nice: int
     allow_cpu_pinning: bool
     why: str
+    covered: bool = True
+    """An admin's NodeTuningPolicy (not Off) covers the node; without one, no process tuning at all."""
+    namespace_share: int | None = None
+    """The most pinned CPUs one namespace may hold on the node; None = no share."""
 
 
 def process_limits(policies: Sequence[NodeTuningPolicyRecord], floor: int) -> ProcessLimits:
     """The most restrictive limits of the node's NodeTuningPolicies and the operator's floor."""
+    if not policies:
+        return ProcessLimits(floor, False, "no NodeTuningPolicy (not Off) covers the node: no process tuning",
+                             covered=False)
     nices = [(floor, "operator floor")] + [(p.spec.process_tuning.min_nice, p.ref) for p in policies]
     min_nice, source = max(nices, key=lambda n: n[0])
     forbidding = [p.ref for p in policies if not p.spec.process_tuning.allow_cpu_pinning]
-    allow = bool(policies) and not forbidding
-    pin_why = ("pinning allowed" if allow else f"pinning not allowed by {', '.join(forbidding)}" if forbidding
-               else "pinning not allowed: no NodeTuningPolicy covers the node")
-    return ProcessLimits(min_nice, allow, f"minNice {min_nice} ({source}); {pin_why}")
+    pin_why = f"pinning not allowed by {', '.join(forbidding)}" if forbidding else "pinning allowed"
+    shares = [(p.spec.process_tuning.max_pinned_cpus_per_namespace, p.ref) for p in policies
+              if p.spec.process_tuning.max_pinned_cpus_per_namespace is not None]
+    share = min(shares) if shares else None
+    if share and not forbidding:
+        pin_why += f", at most {share[0]} CPUs per namespace ({share[1]})"
+    return ProcessLimits(min_nice, not forbidding, f"minNice {min_nice} ({source}); {pin_why}",
+                         namespace_share=share[0] if share else None)
 
 
 def _cpu_count(pod: PodRecord, container: str) -> int:
@@ -275,8 +310,11 @@ def _cpu_count(pod: PodRecord, container: str) -> int:
     return max(1, math.ceil(request - 1e-9)) if request else 0
 
 
+Issues = list[tuple[str, ProcessIssue]]  # (PerformancePolicy ref, issue)
+
+
 def process_entries(node: str, facts: NodeFacts, requests: Sequence[ProcessRequest], limits: ProcessLimits,
-                    previous_cpus: Mapping[tuple[str, str], tuple[int, ...]], notes: list[str]) -> list[ProcessEntry]:
+                    previous_cpus: Mapping[tuple[str, str], tuple[int, ...]], issues: Issues) -> list[ProcessEntry]:
     wanted: list[tuple[ProcessRequest, PodRecord, str]] = []
     for req in sorted(requests, key=lambda r: r.policy):
         for pod in sorted(req.pods, key=lambda p: (p.namespace, p.name)):
@@ -285,29 +323,12 @@ def process_entries(node: str, facts: NodeFacts, requests: Sequence[ProcessReque
             for c in pod.containers:
                 if not req.tuning.containers or c.name in req.tuning.containers:
                     wanted.append((req, pod, c.name))
-    # Dedicated CPUs: keep valid earlier assignments first, then hand out the highest free CPUs.
-    cpus: dict[tuple[str, str], tuple[int, ...]] = {}
-    pinning = [(req, pod, name) for req, pod, name in wanted if req.tuning.cpu_pinning]
-    if pinning and limits.allow_cpu_pinning:
-        free = set(range(1, facts.cpus))
-        for req, pod, name in pinning:
-            key, count = (pod.uid, name), _cpu_count(pod, name)
-            kept = previous_cpus.get(key, ())
-            if count and len(kept) == count and set(kept) <= free:
-                cpus[key] = tuple(sorted(kept))
-                free -= set(kept)
-        for req, pod, name in pinning:
-            key, count = (pod.uid, name), _cpu_count(pod, name)
-            if key in cpus:
-                continue
-            if not count:
-                notes.append(f"{req.policy}: {pod.namespace}/{pod.name}/{name} has no CPU request, not pinned")
-            elif len(free) < count:
-                notes.append(f"{req.policy}: {pod.namespace}/{pod.name}/{name} needs {count} dedicated CPUs, "
-                             f"node {node} has {len(free)} left; not pinned")
-            else:
-                cpus[key] = tuple(sorted(sorted(free)[-count:]))
-                free -= set(cpus[key])
+    if not limits.covered:
+        for policy in sorted({req.policy for req, _, _ in wanted}):
+            issues.append((policy, ProcessIssue(node, Reason.NO_NODE_POLICY,
+                                                f"node {node} has no NodeTuningPolicy allowing process tuning; not applied")))
+        return []
+    cpus = pinned_cpus(node, facts, [w for w in wanted if w[0].tuning.cpu_pinning], limits, previous_cpus, issues)
     entries = []
     for req, pod, name in wanted:
         t = req.tuning
@@ -321,6 +342,53 @@ def process_entries(node: str, facts: NodeFacts, requests: Sequence[ProcessReque
 
 
 # --- the whole resolution -------------------------------------------------------------------------
+
+
+def pinned_cpus(node: str, facts: NodeFacts, pinning: Sequence[tuple[ProcessRequest, PodRecord, str]],
+                limits: ProcessLimits, previous_cpus: Mapping[tuple[str, str], tuple[int, ...]],
+                issues: Issues) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(pod UID, container) -> its dedicated CPUs: first come, within the namespace share, then the
+    namespace holding the fewest first; what is not met goes to `issues`."""
+    cpus: dict[tuple[str, str], tuple[int, ...]] = {}
+    if pinning and not limits.allow_cpu_pinning:
+        for policy in sorted({req.policy for req, _, _ in pinning}):
+            issues.append((policy, ProcessIssue(node, Reason.PINNING_NOT_ALLOWED, f"node {node}: {limits.why}")))
+        return cpus
+    free = set(range(1, facts.cpus))
+    held: dict[str, int] = {}  # namespace -> CPUs pinned on this node
+    share = limits.namespace_share
+
+    def within_share(pod: PodRecord, count: int) -> bool:
+        return share is None or held.get(pod.namespace, 0) + count <= share
+
+    def take(pod: PodRecord, name: str, chosen: Iterable[int]) -> None:
+        cpus[(pod.uid, name)] = tuple(sorted(chosen))
+        free.difference_update(chosen)
+        held[pod.namespace] = held.get(pod.namespace, 0) + len(cpus[(pod.uid, name)])
+
+    for req, pod, name in pinning:  # first come: a valid earlier assignment is kept
+        count, kept = _cpu_count(pod, name), previous_cpus.get((pod.uid, name), ())
+        if count and len(kept) == count and set(kept) <= free and within_share(pod, count):
+            take(pod, name, kept)
+    waiting = [w for w in pinning if (w[1].uid, w[2]) not in cpus]
+    while waiting:
+        # The namespace holding the fewest pinned CPUs here goes first; ties by policy, pod, container.
+        req, pod, name = min(waiting, key=lambda w: (held.get(w[1].namespace, 0), w[0].policy, w[1].name, w[2]))
+        waiting.remove((req, pod, name))
+        count, what = _cpu_count(pod, name), f"{pod.namespace}/{pod.name}/{name}"
+        if not count:
+            issues.append((req.policy, ProcessIssue(node, Reason.NOT_PINNED, f"{what} has no CPU request; not pinned")))
+        elif not within_share(pod, count):
+            issues.append((req.policy, ProcessIssue(
+                node, Reason.CPU_SHARE_REACHED,
+                f"{what} needs {count} dedicated CPUs, namespace {pod.namespace} holds {held.get(pod.namespace, 0)} "
+                f"of its share of {share} on node {node}; not pinned")))
+        elif len(free) < count:
+            issues.append((req.policy, ProcessIssue(
+                node, Reason.NOT_PINNED, f"{what} needs {count} dedicated CPUs, node {node} has {len(free)} left; not pinned")))
+        else:
+            take(pod, name, sorted(free)[-count:])
+    return cpus
 
 
 def _previous_cpus(spec: Mapping[str, Any] | None) -> dict[tuple[str, str], tuple[int, ...]]:
@@ -338,7 +406,8 @@ def resolve_node_tunings(nodes: Mapping[str, NodeFacts], node_policies: Iterable
     valid = sorted((p for p in node_policies if p.spec is not None), key=lambda p: p.name)
     requests = list(process_requests)
     outcomes = {p.name: PolicyOutcome() for p in valid}
-    result = Resolution(specs={}, policies=outcomes, conflicts={}, why={})
+    result = Resolution(specs={}, policies=outcomes, conflicts={}, why={},
+                        requested=frozenset(r.policy for r in requests))
     for node in sorted(nodes):
         facts = nodes[node]
         matched = [p for p in valid if selector_matches(p.spec.node_selector, facts.labels)]
@@ -359,17 +428,21 @@ def resolve_node_tunings(nodes: Mapping[str, NodeFacts], node_policies: Iterable
                     outcomes[ref.split("/", 1)[1]].conflicts.append(merged)
             elif merged:
                 winners[name] = merged
-        notes: list[str] = []
+        issues: Issues = []
         limits = process_limits(active, min_nice)
         processes = process_entries(node, facts, requests, limits, _previous_cpus(existing.get(node)),
-                                    notes) if requests else []
+                                    issues) if requests else []
         if len(processes) > MAX_PROCESSES:
-            notes.append(f"node {node}: {len(processes)} process entries, only the first {MAX_PROCESSES} kept")
+            result.notes.append(f"node {node}: {len(processes)} process entries, only the first {MAX_PROCESSES} kept")
             processes = processes[:MAX_PROCESSES]
-        result.notes.extend(notes)
+        for policy, issue in issues:
+            result.notes.append(f"{policy}: {issue.message}")
+            result.process_issues.setdefault(policy, []).append(issue)
         if conflicts:
             result.conflicts[node] = conflicts
         result.specs[node], result.why[node] = _spec(active, winners, processes)
+        for entry in processes:
+            result.process_nodes.setdefault(entry.policy, {})[node] = result.specs[node]["mode"]
         result.why[node]["processes"] = f"limits on {node}: {limits.why}"
     return result
 
@@ -487,6 +560,25 @@ def policy_status(record: NodeTuningPolicyRecord, outcome: PolicyOutcome | None,
     else:
         cond("Conflict", False, "NoConflict", "no policy of equal priority sets a different value")
     return {"observedGeneration": record.generation, "matchedNodes": n, "conditions": conditions}
+
+
+# The ProcessTuning condition's reason when issues differ: the one that withholds the most first.
+ISSUE_ORDER = (Reason.NO_NODE_POLICY, Reason.PINNING_NOT_ALLOWED, Reason.CPU_SHARE_REACHED, Reason.NOT_PINNED)
+
+
+def process_tuning_condition(issues: Sequence[ProcessIssue], nodes: Mapping[str, str]) -> tuple[bool, Reason, str]:
+    """A PerformancePolicy's ProcessTuning condition (status, reason, message) from what the resolution
+    did with its process tuning: `issues` node by node, `nodes` (node -> mode) where it has entries."""
+    where = ", ".join(f"{n} ({'Recommend: planned only' if m == NodeTuningMode.RECOMMEND.value else m})"
+                      for n, m in sorted(nodes.items()))
+    if not issues:
+        if not nodes:
+            return True, Reason.PLANNED, "no running pod of the target is on a node yet"
+        return True, Reason.PLANNED, f"in the NodeTunings of {len(nodes)} nodes: {where}"
+    reason = next(r for r in ISSUE_ORDER if any(i.reason is r for i in issues))
+    messages = list(dict.fromkeys(i.message for i in issues))
+    text = "; ".join(messages[:10]) + (f" (and {len(messages) - 10} more)" if len(messages) > 10 else "")
+    return False, reason, text + (f"; applied on {where}" if nodes else "")
 
 
 def conflicts_annotation(conflicts: Sequence[Conflict]) -> str:

@@ -17,6 +17,9 @@ class ConditionType(str, Enum):
     ANOMALY_DETECTED = "AnomalyDetected"
     INVESTIGATING = "Investigating"  # an Investigate rule holds; the message has the evidence
     CONVERGING = "Converging"  # far from the recommendation and held back by the step size or rate limit
+    # Written by the node-tuning loop (nodeplanner.py), not the evaluation: whether the policy's
+    # processTuning is in its pods' NodeTunings. The evaluation keeps it, as every type it does not set.
+    PROCESS_TUNING = "ProcessTuning"
 
 
 class Reason(str, Enum):
@@ -59,6 +62,12 @@ class Reason(str, Enum):
     NOTHING_TO_INVESTIGATE = "NothingToInvestigate"
     FAR_FROM_RECOMMENDATION = "FarFromRecommendation"
     NEAR_RECOMMENDATION = "NearRecommendation"
+    # ProcessTuning (the node-tuning loop), the first that applies on any node wins.
+    PLANNED = "Planned"  # in the NodeTunings of the nodes its pods run on
+    NO_NODE_POLICY = "NoNodePolicy"  # a node no admin NodeTuningPolicy (not Off) covers: nothing applied there
+    PINNING_NOT_ALLOWED = "PinningNotAllowed"  # the node's NodeTuningPolicy has allowCpuPinning false
+    CPU_SHARE_REACHED = "CPUShareReached"  # the namespace holds its maxPinnedCpusPerNamespace on the node
+    NOT_PINNED = "NotPinned"  # no CPUs left on the node (or no CPU request to size the pinning)
 
 
 # Decisions that are routine: a Normal Event, and only when the reason changes.

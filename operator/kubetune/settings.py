@@ -78,6 +78,9 @@ class OperatorSettings(BaseModel):
     fair_share: int = Field(default=0, ge=0, le=64)
     """Shards a replica takes at once before leaving the rest to others for two lease durations
     (the chart sets ceil(shards / replicas)); 0 = no limit."""
+    agent_node_selector: dict[str, str] = Field(default_factory=dict)
+    """The node agent DaemonSet's nodeSelector, as key=value,key=value (the chart sets it from
+    agent.nodeSelector): only nodes it selects get a NodeTuning, no agent would read one elsewhere."""
     webhook_port: int = Field(default=0, ge=0, le=65535)
     """Port of the mutating admission webhook (new pods get in-place resources); 0 = off."""
     webhook_host: str = "127.0.0.1"
@@ -91,6 +94,17 @@ class OperatorSettings(BaseModel):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else value
+
+    @field_validator("agent_node_selector", mode="before")
+    @classmethod
+    def _key_value_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        bad = [p for p in pairs if p.count("=") != 1 or not p.split("=")[0].strip()]
+        if bad:
+            raise ValueError(f"expected key=value pairs separated by commas, got {', '.join(bad)}")
+        return {k.strip(): v.strip() for k, v in (p.split("=") for p in pairs)}
 
     @field_validator("rate_window", "query_step", "recommendation_window", "recommendation_refresh")
     @classmethod
@@ -128,7 +142,9 @@ def settings_help() -> str:
     lines = ["settings (environment variables; a bad value stops start-up naming the variable):"]
     for name, field in OperatorSettings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = ",".join(default) if isinstance(default, tuple) else ("" if default is None else default)
+        shown = (",".join(default) if isinstance(default, tuple) else
+                 ",".join(f"{k}={v}" for k, v in default.items()) if isinstance(default, dict) else
+                 "" if default is None else default)
         lines.append(f"  {ENV_PREFIX}{name.upper()} (default: {shown if shown != '' else 'unset'})")
         lines.append(f"      {' '.join((field.description or '').split())}")
     return "\n".join(lines)

@@ -11,8 +11,10 @@ from kubetune.api.common import LabelSelector
 from kubetune.api.nodetuning import BlockDevice, NodeTuningSpec
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
 from kubetune.api.performancepolicy import PerformancePolicySpec, ProcessTuning
+from kubetune.reasons import Reason
 from kubetune.records import PolicyRecord
-from kubetune.nodeplanner import NodeTuningRecord, NodeView, process_requests, resolve
+from kubetune.settings import OperatorSettings, SettingsError
+from kubetune.nodeplanner import NodeTuningRecord, NodeView, process_requests, process_tuning_update, resolve
 from kubetune.nodetuning import (
     NodeFacts,
     NodeTuningPolicyRecord,
@@ -21,6 +23,7 @@ from kubetune.nodetuning import (
     monitoring_spec,
     normalised_spec,
     policy_status,
+    process_tuning_condition,
     resolve_node_tunings,
     selector_matches,
     stale_agent_message,
@@ -246,8 +249,11 @@ def pod(name, node, uid=None, cpu=1.0, containers=("app",), phase="Running", nam
                      tuple(ContainerResources(c, {"cpu": cpu} if cpu else {}, {}) for c in containers))
 
 
-def request(*pods, **tuning) -> ProcessRequest:
-    return ProcessRequest("PerformancePolicy/shop/checkout", ProcessTuning.model_validate(tuning), tuple(pods))
+def request(*pods, policy="PerformancePolicy/shop/checkout", **tuning) -> ProcessRequest:
+    return ProcessRequest(policy, ProcessTuning.model_validate(tuning), tuple(pods))
+
+
+EVERY_NODE = {}  # a NodeTuningPolicy selector matching every node
 
 
 def processes(spec) -> dict[tuple[str, str], dict]:
@@ -267,10 +273,36 @@ def test_nice_is_clamped(asked, node_min, floor, expected):
     assert processes(spec)[("a", "app")]["nice"] == expected
 
 
-def test_process_tuning_on_a_node_without_node_policy_uses_the_floor_and_is_auto():
-    result = run([], [request(pod("a", "n1"), nice=-15)], min_nice=-8)
-    assert processes(result.specs["n1"])[("a", "app")]["nice"] == -8
-    assert result.specs["n1"]["mode"] == "Auto" and tuned(result) == ["n1"]
+@pytest.mark.parametrize("policies", [[], [ntp("off", selector=EVERY_NODE, mode="Off")], [ntp("general")]],
+                         ids=["no-node-policy", "only-an-Off-policy", "policy-on-other-nodes"])
+def test_no_admin_policy_means_no_process_tuning(policies):
+    """A tenant's process tuning on a node no admin policy covers was planned in Auto: now nothing is
+    applied there (the plan stays monitoring only) and the tenant's policy is told why."""
+    result = run(policies, [request(pod("a", "n1"), nice=-15, cpuPinning=True)], min_nice=-8)
+    assert result.specs["n1"] == monitoring_spec()
+    ok, reason, message = process_tuning_condition(result.process_issues["PerformancePolicy/shop/checkout"],
+                                                   result.process_nodes.get("PerformancePolicy/shop/checkout", {}))
+    assert (ok, reason) == (False, Reason.NO_NODE_POLICY)
+    assert message == "node n1 has no NodeTuningPolicy allowing process tuning; not applied"
+
+
+def test_a_recommend_admin_policy_only_plans_process_tuning():
+    result = run([ntp("general", mode="Recommend")], [request(pod("a", "n0"), pod("b", "n1"), nice=-5)])
+    assert result.specs["n0"]["mode"] == "Recommend" and processes(result.specs["n0"])[("a", "app")]["nice"] == -5
+    assert result.specs["n1"] == monitoring_spec()
+    ref = "PerformancePolicy/shop/checkout"
+    ok, reason, message = process_tuning_condition(result.process_issues[ref], result.process_nodes[ref])
+    assert (ok, reason) == (False, Reason.NO_NODE_POLICY)
+    assert message == ("node n1 has no NodeTuningPolicy allowing process tuning; not applied; "
+                       "applied on n0 (Recommend: planned only)")
+
+
+def test_process_tuning_where_admins_allow_it_is_planned():
+    result = run([ntp("all", selector=EVERY_NODE)], [request(pod("a", "n0"), pod("b", "n1"), nice=-5)])
+    ref = "PerformancePolicy/shop/checkout"
+    assert ref not in result.process_issues
+    assert process_tuning_condition([], result.process_nodes[ref]) == (
+        True, Reason.PLANNED, "in the NodeTunings of 2 nodes: n0 (Auto), n1 (Auto)")
 
 
 @pytest.mark.parametrize("policies, node, pinned", [
@@ -281,7 +313,7 @@ def test_process_tuning_on_a_node_without_node_policy_uses_the_floor_and_is_auto
 ], ids=["allowed", "disallowed", "any-policy-forbids", "no-node-policy"])
 def test_cpu_pinning_needs_the_node_policy(policies, node, pinned):
     spec = run(policies, [request(pod("a", node, cpu=1.5), cpu_pinning=True, nice=-1)]).specs[node]
-    cpus = processes(spec)[("a", "app")].get("cpus", [])
+    cpus = processes(spec).get(("a", "app"), {}).get("cpus", [])  # no entry at all on an uncovered node
     assert (cpus == [6, 7]) if pinned else (cpus == [])
 
 
@@ -291,17 +323,80 @@ def test_pinned_cpus_are_dedicated_stable_and_never_cpu0():
     got = processes(result.specs["n2"])
     assert got[("a", "app")]["cpus"] == [3] and got[("b", "app")]["cpus"] == [1, 2]
     assert ("c", "app") not in got  # 4 CPUs, CPU 0 kept back: nothing left
-    assert any("needs 1 dedicated CPUs" in n for n in result.notes)
+    assert "PerformancePolicy/shop/checkout: shop/c/app needs 1 dedicated CPUs, node n2 has 0 left; not pinned" in result.notes
     # pod a goes away: b keeps its CPUs, c gets a's
     again = run([ntp("general")], [request(*pods[1:], cpu_pinning=True)], existing=result.specs)
     got = processes(again.specs["n2"])
     assert got[("b", "app")]["cpus"] == [1, 2] and got[("c", "app")]["cpus"] == [3]
 
 
+def tenant(namespace, *pods):
+    return request(*pods, policy=f"PerformancePolicy/{namespace}/svc", cpuPinning=True)
+
+
+def cpus_of(result, node="n2") -> dict[str, list[int]]:
+    """Pinned pods -> their CPUs (a pod asking only for pinning and not pinned has no entry)."""
+    return {p["podName"]: p["cpus"] for p in result.specs[node].get("processes", []) if p.get("cpus")}
+
+
+def test_a_newcomer_never_takes_a_pinning_away_and_is_told_so():
+    """n2 has CPUs 1-3 to hand out. A holds 2, B's rollout brings a new pod wanting 2: first come, B
+    is not pinned, and B's policy (not only the operator log) says which node and how many."""
+    a = pod("a1", "n2", cpu=2, namespace="a")
+    first = run([ntp("general")], [tenant("a", a), tenant("b", pod("b1", "n2", cpu=1, namespace="b"))])
+    assert cpus_of(first) == {"a1": [2, 3], "b1": [1]}
+    b2 = pod("b2", "n2", cpu=2, namespace="b")  # B's new pod, while its old one still runs
+    during = run([ntp("general")], [tenant("a", a), tenant("b", pod("b1", "n2", cpu=1, namespace="b"), b2)],
+                 existing=first.specs)
+    assert cpus_of(during) == {"a1": [2, 3], "b1": [1]}
+    ok, reason, message = process_tuning_condition(during.process_issues["PerformancePolicy/b/svc"],
+                                                   during.process_nodes["PerformancePolicy/b/svc"])
+    assert (ok, reason) == (False, Reason.NOT_PINNED)
+    assert message == "b/b2/app needs 2 dedicated CPUs, node n2 has 0 left; not pinned; applied on n2 (Auto)"
+    assert "PerformancePolicy/a/svc" not in during.process_issues
+
+
+def test_after_a_rollout_the_tenant_holding_fewest_cpus_goes_first():
+    """A holds one CPU and has a pod waiting; B's old pod leaves (rollout). The freed CPUs go to B's
+    new pod, not to A's waiting one (which A's policy name would have put first before)."""
+    a1, a2 = pod("a1", "n2", cpu=1, namespace="a"), pod("a2", "n2", cpu=2, namespace="a")
+    b1 = pod("b1", "n2", cpu=2, namespace="b")
+    before = run([ntp("general")], [tenant("a", a1), tenant("b", b1)])
+    assert cpus_of(before) == {"a1": [3], "b1": [1, 2]}
+    b2 = pod("b2", "n2", cpu=2, namespace="b")
+    after = run([ntp("general")], [tenant("a", a1, a2), tenant("b", b2)], existing=before.specs)
+    assert cpus_of(after) == {"a1": [3], "b2": [1, 2]}
+    assert [i.reason for i in after.process_issues["PerformancePolicy/a/svc"]] == [Reason.NOT_PINNED]
+
+
+def test_the_admins_namespace_share_bounds_pinning():
+    share = {"processTuning": {"maxPinnedCpusPerNamespace": 3}}
+    policies = [ntp("general", **share), ntp("strict", processTuning={"maxPinnedCpusPerNamespace": 2})]
+    pods = [pod("a1", "n0", cpu=1, namespace="a"), pod("a2", "n0", cpu=2, namespace="a"),
+            pod("b1", "n0", cpu=2, namespace="b")]
+    result = run(policies, [tenant("a", *pods[:2]), tenant("b", pods[2])])
+    # the smallest share of the node's policies (2): a2 would bring namespace a to 3
+    assert cpus_of(result, "n0") == {"a1": [7], "b1": [5, 6]}
+    (issue,) = result.process_issues["PerformancePolicy/a/svc"]
+    assert issue.reason is Reason.CPU_SHARE_REACHED
+    assert issue.message == "a/a2/app needs 2 dedicated CPUs, namespace a holds 1 of its share of 2 on node n0; not pinned"
+    assert "at most 2 CPUs per namespace (NodeTuningPolicy/strict)" in result.why["n0"]["processes"]
+    # the admin lowers the share: kept assignments beyond it are given up, the admin's bound wins
+    lowered = run([ntp("general", processTuning={"maxPinnedCpusPerNamespace": 1})],
+                  [tenant("a", *pods[:2]), tenant("b", pods[2])], existing=result.specs)
+    assert cpus_of(lowered, "n0") == {"a1": [7]}
+
+
+def test_pinning_a_node_policy_forbids_is_reported():
+    result = run([ntp("general", processTuning={"allowCpuPinning": False})], [tenant("a", pod("a1", "n0", namespace="a"))])
+    (issue,) = result.process_issues["PerformancePolicy/a/svc"]
+    assert issue.reason is Reason.PINNING_NOT_ALLOWED and "pinning not allowed by NodeTuningPolicy/general" in issue.message
+
+
 def test_process_entries_follow_pods_containers_and_phases():
     pods = [pod("a", "n0", containers=("app", "sidecar")), pod("b", "n1"), pod("done", "n0", phase="Succeeded"),
             pod("pending", None, phase="Pending"), pod("gone", "n9")]
-    result = run([], [request(*pods, containers=["app"], ioClass="BestEffort", ioPriority=2)])
+    result = run([ntp("all", selector=EVERY_NODE)], [request(*pods, containers=["app"], ioClass="BestEffort", ioPriority=2)])
     assert tuned(result) == ["n0", "n1"]
     assert list(processes(result.specs["n0"])) == [("a", "app")]
     entry = processes(result.specs["n0"])[("a", "app")]
@@ -465,3 +560,44 @@ def test_a_silent_agent_is_marked_not_reporting_once_with_an_event_on_the_node_t
                     node_tunings={"n1": marked})
     asyncio.run(planner.cycle(view))
     assert kube.calls == []
+
+
+# --- the planner's inputs and the policy's ProcessTuning condition -----------------------------------
+
+
+def test_only_nodes_the_agent_runs_on_get_a_node_tuning():
+    view = NodeView(nodes=NODES, node_policies=[ntp("general")], performance_policies=[], pods={}, node_tunings={})
+    assert sorted(resolve(view, -10, {"kubetune.io/pool": "general"}).specs) == ["n0", "n2"]
+    assert sorted(resolve(view, -10, {}).specs) == ["n0", "n1", "n2"]
+
+
+@pytest.mark.parametrize("raw, parsed", [("", {}), ("kubernetes.io/os=linux", {"kubernetes.io/os": "linux"}),
+                                         ("a=1, b=", {"a": "1", "b": ""})])
+def test_agent_node_selector_setting(raw, parsed):
+    assert OperatorSettings.from_env({"KUBETUNE_AGENT_NODE_SELECTOR": raw}).agent_node_selector == parsed
+
+
+def test_a_bad_agent_node_selector_names_the_variable():
+    with pytest.raises(SettingsError, match="KUBETUNE_AGENT_NODE_SELECTOR: .*key=value pairs.*linux"):
+        OperatorSettings.from_env({"KUBETUNE_AGENT_NODE_SELECTOR": "linux"})
+
+
+def test_process_tuning_condition_is_set_kept_and_removed():
+    policies = [pp("checkout", cpuPinning=True)]
+    pods = {WorkloadRef("shop", "Deployment", "checkout"): [pod("a", "n1")]}
+    view = NodeView(nodes=NODES, node_policies=[ntp("general")], performance_policies=policies, pods=pods, node_tunings={})
+    desired, observed = process_tuning_update(policies[0], resolve(view, -10), NOW)
+    assert observed is None
+    assert {k: desired[k] for k in ("type", "status", "reason")} == {"type": "ProcessTuning", "status": "False",
+                                                                       "reason": "NoNodePolicy"}
+    # written: the next resolution asks for the same, lastTransitionTime kept
+    carrying = PolicyRecord("shop", "checkout", "uid-checkout", 1, policies[0].created, policies[0].spec, None,
+                            {"conditions": [desired]})
+    again, observed = process_tuning_update(carrying, resolve(view, -10), NOW.replace(hour=13))
+    assert again == observed
+    # the policy stops asking (Recommend): the condition goes
+    recommend = PolicyRecord("shop", "checkout", "uid-checkout", 2, policies[0].created,
+                             pp("checkout", mode="Recommend", cpuPinning=True).spec, None, {"conditions": [desired]})
+    view.performance_policies = [recommend]
+    gone, observed = process_tuning_update(recommend, resolve(view, -10), NOW)
+    assert gone is None and observed == desired
