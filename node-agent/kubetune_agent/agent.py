@@ -10,7 +10,8 @@ mode those moves are planned like every other knob, nothing is written.
 
 ``NodeAgent.cycle(plan, now)`` is what the watch loop in ``main`` calls every interval (and when the
 NodeTuning changes); ``plan=None`` means "no plan known" (e.g. the API server is unreachable): the
-host is sampled, nothing is written and nothing is restored.
+host is sampled, nothing is written and nothing is restored. The same holds while another agent
+process on the node holds the journal lock (a rolling update): the report's ``standby`` says so.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .adaptive import (
     swappiness_for_memory,
 )
 from .collectors import NodeCollector, NodeSample, NodeSummary, summarise
-from .executor import KnobExecutor, KnobResult, KnobTarget
+from .executor import KnobExecutor, KnobResult, KnobTarget, journal_blocked
 from .exporter import NodeMetrics
 from .podusage import PodRank, PodUsage, PodUsageReader, Resource, rank
 from .process import ProcessResult, ProcessTarget, ProcessTuner
@@ -105,6 +106,10 @@ class CycleReport:
     processes: tuple[ProcessResult, ...] = ()
     thresholds: tuple[ThresholdStatus, ...] = ()
     investigations: tuple[Investigation, ...] = ()
+    # Another agent process on this node holds the journal (a DaemonSet rolling update): this one
+    # only sampled, and says why; it must not write the NodeTuning's status either.
+    standby: str | None = None
+    journal_problem: str | None = None  # the journal was unreadable: nothing tuned or restored
 
 
 class NodeAgent:
@@ -138,6 +143,8 @@ class NodeAgent:
         sample, summary = self.sample(plan.latency_targets if plan else ())
         if plan is None:
             return CycleReport(sample, summary)
+        if not self.knobs.journal.acquire():
+            return CycleReport(sample, summary, standby=journal_blocked(self.knobs.journal))
         values = {f.name: getattr(summary, f.name) for f in fields(NodeSummary)} if summary else {}
         thresholds, self.threshold_state = evaluate_thresholds(
             values, plan.thresholds, self.threshold_state, now, summary.missing if summary else None)
@@ -147,7 +154,7 @@ class NodeAgent:
         processes = self.processes.reconcile(plan.processes, dry_run=plan.dry_run)
         investigations = self.investigate(thresholds, knobs, {t.key for t in adaptive}, plan.dry_run)
         return CycleReport(sample, summary, tuple(knobs), tuple(processes), tuple(thresholds),
-                           investigations)
+                           investigations, journal_problem=self.knobs.journal.problem)
 
     def investigate(self, thresholds: list[ThresholdStatus], knobs: list[KnobResult],
                     adaptive_keys: set[str], dry_run: bool) -> tuple[Investigation, ...]:

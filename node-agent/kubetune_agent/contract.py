@@ -9,6 +9,8 @@ Mapping notes (where the API and the agent differ):
 - The agent's ``Failed`` (write raised or read back differs) has no API state: it is reported as
   ``Pending`` with the failure in the message, and makes Applied False.
 - The agent's ``Conflict`` means another writer changed the value; it sets Degraded.
+- An unreadable journal sets Degraded with reason ``JournalUnreadable`` (every knob is then Pending,
+  the message saying why).
 - Per-CPU values that differ (``cpu0=powersave,cpu1=schedutil``) do not fit the API's value
   pattern: ``current``/``original`` are left out and the per-CPU values go to the message.
 - Thresholds carry the level the API names them with: critical levels set Degraded, warning levels
@@ -75,6 +77,9 @@ WARNING = "Warning"
 THRESHOLD_WARNING = "ThresholdWarning"
 THRESHOLD_WARNING_CLEARED = "ThresholdWarningCleared"
 INVESTIGATE = "Investigate"
+# Degraded's reason when the on-host journal was unreadable: the originals are unknown, nothing is
+# tuned or restored until an admin has looked at the copy the agent kept (docs/node-agent.md).
+JOURNAL_UNREADABLE = "JournalUnreadable"
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,8 @@ def _subject(result: KnobResult | ProcessResult) -> str:
 
 
 def _degraded(report: CycleReport) -> tuple[bool, str, str]:
+    if report.journal_problem:
+        return True, JOURNAL_UNREADABLE, report.journal_problem
     conflicts = [r for r in report.knobs if r.state is TuningState.CONFLICT]
     if conflicts:
         return True, "ValueChangedByAnotherWriter", "; ".join(r.message for r in conflicts)

@@ -14,7 +14,9 @@ States reported per key (``TuningState``):
     Refused      unknown key, invalid value, device name escaping /sys/block; nothing written
     Conflict     someone else changed the value after the agent wrote it; not fought over
     Restored     the key left the plan and its original value is back
-    Failed       the write raised, or the value read back differs from the value written
+    Failed       the write raised (EPERM, a read-only /sys), the value read back differs from the
+                 value written, the original could not be journaled (nothing written), or the
+                 journal is unusable (held by another agent process, or unreadable)
 
 Conflict rule: the journal holds what the agent last wrote. If the live value is neither that nor
 the original, and the target has not changed since, another writer owns the value now: the agent
@@ -27,11 +29,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from .errors import KnobError
+from .errors import AgentError, KnobError
 from .hostfs import HostFS
 from .journal import Journal
 from .knobs import FileValues, Knob, KnobRegistry, default_registry
@@ -81,7 +83,13 @@ class KnobExecutor:
         self.registry = registry or default_registry()
 
     def reconcile(self, targets: Sequence[KnobTarget], *, dry_run: bool = False) -> list[KnobResult]:
-        """Apply ``targets`` (or only plan them when ``dry_run``); restore journaled keys not in it."""
+        """Apply ``targets`` (or only plan them when ``dry_run``); restore journaled keys not in it.
+        Without a usable journal (another agent process holds it, or it was unreadable) nothing is
+        planned, written or restored: every target is Failed with the reason."""
+        blocked = journal_blocked(self.journal)
+        if blocked:
+            return [KnobResult(t.key, TuningState.FAILED, desired=str(t.value), message=blocked)
+                    for t in targets]
         results: list[KnobResult] = []
         seen: set[str] = set()
         for target in targets:
@@ -132,7 +140,13 @@ class KnobExecutor:
             return show.result(key, TuningState.PLANNED, change)
         if entry is None:
             entry = {"original": live, "recordedAt": datetime.now(UTC).isoformat()}
-        self.journal.put(SECTION, key, {**entry, "written": desired})
+        try:
+            self.journal.put(SECTION, key, {**entry, "written": desired})
+        except (OSError, AgentError) as error:
+            # No journal entry, no write: a change whose original could be lost is not made.
+            log.warning("knob %s: not written, the journal cannot be written: %s", key, error)
+            return show.result(key, TuningState.FAILED, f"not written: the original could not be "
+                               f"journaled ({error})")
         return self._write(knob, device, key, desired, entry, show, change)
 
     def restore(self, key: str, *, dry_run: bool = False) -> KnobResult:
@@ -145,33 +159,43 @@ class KnobExecutor:
             knob, device = self.registry.resolve(key)
             live = knob.read(self.fs, device)
         except KnobError as error:
-            if not dry_run:
-                self.journal.remove(SECTION, key)
+            note = "" if dry_run else self._forget(key)
             return KnobResult(key, TuningState(error.state),
-                              message=f"cannot restore ({error.reason}); journal entry dropped")
+                              message=f"cannot restore ({error.reason}); journal entry dropped{note}")
         show = _Display(knob, original, original, live)
         if live == original:
-            if not dry_run:
-                self.journal.remove(SECTION, key)
-            return show.result(key, TuningState.RESTORED, "already at its original value")
+            note = "" if dry_run else self._forget(key)
+            return show.result(key, TuningState.RESTORED, "already at its original value" + note)
         if live != entry["written"]:
             if dry_run:
                 return show.result(key, TuningState.PLANNED, f"would leave {show.current}: set by "
                                    "another writer, not the agent")
-            self.journal.remove(SECTION, key)
+            note = self._forget(key)
             log.warning("knob %s: left at %s set by another writer (original %s not restored)",
                         key, show.current, show.original)
             return show.result(key, TuningState.CONFLICT,
                                f"{key} was changed to {show.current} by another writer; left "
-                               f"as is, original {show.original} not restored")
+                               f"as is, original {show.original} not restored{note}")
         change = f"{show.current} -> {show.original}: restore original, key left the plan"
         if dry_run:
             return show.result(key, TuningState.PLANNED, change)
         result = self._write(knob, device, key, original, entry, show, change,
                              done=TuningState.RESTORED)
         if result.state is TuningState.RESTORED:
-            self.journal.remove(SECTION, key)
+            note = self._forget(key)
+            if note:
+                result = replace(result, message=result.message + note)
         return result
+
+    def _forget(self, key: str) -> str:
+        """Drop ``key`` from the journal; if the journal cannot be written the entry stays (the next
+        cycle finds the original in place and tries again) and the returned note says so."""
+        try:
+            self.journal.remove(SECTION, key)
+        except (OSError, AgentError) as error:
+            log.warning("knob %s: journal entry kept, the journal cannot be written: %s", key, error)
+            return f"; journal entry kept until the journal can be written ({error})"
+        return ""
 
     def _write(self, knob: Knob, device: str | None, key: str, values: FileValues, entry: dict,
                show: _Display, change: str, done: TuningState = TuningState.APPLIED) -> KnobResult:
@@ -185,12 +209,25 @@ class KnobExecutor:
         show = _Display(knob, show.original_values, show.desired_values, after)
         if after != values:
             if done is TuningState.APPLIED:
-                self.journal.put(SECTION, key, {**entry, "written": after, "rejected": values})
+                try:
+                    self.journal.put(SECTION, key, {**entry, "written": after, "rejected": values})
+                except (OSError, AgentError) as error:  # the next cycle tries the write again
+                    log.warning("knob %s: journal not updated: %s", key, error)
             log.warning("knob %s: wrote %s, read back %s", key, show.desired, show.current)
             return show.result(key, TuningState.FAILED,
                                f"wrote {show.desired}, read back {show.current}")
         log.info("knob %s: %s", key, change)
         return show.result(key, done, change)
+
+
+def journal_blocked(journal: Journal) -> str | None:
+    """Why ``journal`` cannot be used by this process now (another agent process holds it, or it
+    was unreadable), else None. Shared by the knob and process executors."""
+    if not journal.acquire():
+        return (f"standing by: another agent process (pid {journal.holder() or '?'}) holds "
+                f"{journal.directory}/lock; nothing is written by this one")
+    problem = journal.check()
+    return f"not tuned: {problem}" if problem else None
 
 
 class _Display:

@@ -41,7 +41,9 @@ log = logging.getLogger("kubetune_agent")
 
 def build_agent(settings: AgentSettings) -> tuple[NodeAgent, NodeMetrics]:
     fs = HostFS(settings.host_root)
-    journal = Journal(settings.journal_dir)
+    # lock=True: one agent process per node acts on the journal; a second one (a rolling update)
+    # stands by until the first exits. Taken at the first cycle with a plan (never by --metrics-only).
+    journal = Journal(settings.journal_dir, lock=True)
     metrics = NodeMetrics()
     agent = NodeAgent(NodeCollector(fs, settings.latency_targets), KnobExecutor(fs, journal),
                       ProcessTuner(fs, journal), metrics, PodUsageReader(fs))
@@ -91,6 +93,7 @@ class NodeTuningWatch:
         self.plural = constants.NODE_TUNING.plural
         self.obj: dict | None = None
         self.known = False  # whether the API server has told us the object's state yet
+        self.standby: str | None = None  # why this process only samples (another holds the journal)
         if not agent.collector.latency_targets:
             # The default latency probe: the API endpoint this agent already depends on, so it
             # exists on every cluster and every node must reach it.
@@ -142,6 +145,15 @@ class NodeTuningWatch:
         plan = contract.plan_from_node_tuning(self.obj, self.container_ids()) if self.obj else \
             contract.default_plan()
         report = self.agent.cycle(plan)
+        if report.standby:
+            # The other agent process writes the status; a second writer would make it flap.
+            if report.standby != self.standby:
+                log.info("%s", report.standby)
+            self.standby = report.standby
+            return
+        if self.standby:
+            log.info("journal lock taken: this agent now tunes the node")
+            self.standby = None
         if self.obj is not None:
             self.write_status(report)
         else:

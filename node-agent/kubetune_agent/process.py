@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from .executor import TuningState
+from .errors import AgentError
+from .executor import TuningState, journal_blocked
 from .hostfs import HostFS
 from .journal import Journal
 
@@ -168,6 +169,10 @@ class ProcessTuner:
         return found
 
     def reconcile(self, targets: Sequence[ProcessTarget], *, dry_run: bool = False) -> list[ProcessResult]:
+        blocked = journal_blocked(self.journal)
+        if blocked:
+            return [ProcessResult(t.name, t.pod_uid, t.container_id, TuningState.FAILED, message=blocked)
+                    for t in targets]
         results: list[ProcessResult] = []
         cpu_count = psutil.cpu_count() or 1
         valid: list[ProcessTarget] = []
@@ -215,7 +220,12 @@ class ProcessTuner:
                                  len(pending), f"would set {summary} on {len(pending)} of "
                                  f"{len(threads)} threads")
         if pending:
-            self.journal.update(SECTION, {tid: entry for tid, (_, entry, _) in pending.items()})
+            try:
+                self.journal.update(SECTION, {tid: entry for tid, (_, entry, _) in pending.items()})
+            except (OSError, AgentError) as error:
+                # No journal entry, no change: the originals would be lost.
+                return ProcessResult(target.name, target.pod_uid, target.container_id, TuningState.FAILED,
+                                     len(threads), f"not changed: the originals could not be journaled ({error})")
         failures = []
         for tid, (thread, _, effective) in pending.items():
             try:
@@ -244,7 +254,10 @@ class ProcessTuner:
             except (psutil.Error, OSError, ValueError):
                 continue  # exited: nothing to restore
         if leaving:
-            self.journal.remove(SECTION, *leaving)
+            try:
+                self.journal.remove(SECTION, *leaving)
+            except (OSError, AgentError) as error:  # kept: the next cycle restores them again
+                log.warning("process threads %s: journal entries kept: %s", ", ".join(leaving), error)
 
 
 def read_thread_settings(thread: psutil.Process) -> dict:

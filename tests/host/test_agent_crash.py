@@ -4,28 +4,22 @@ restart it, remove the plan: every original value is back exactly."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kubetune_agent.knobs import bracketed
+from tests.host import agent_harness
 
 pytestmark = pytest.mark.host
 
-HARNESS = Path(__file__).with_name("agent_harness.py")
 SYSCTLS = {"vm.swappiness": "proc/sys/vm/swappiness", "vm.dirty_ratio": "proc/sys/vm/dirty_ratio"}
 
 
 def run_agent(journal_dir: Path, plan: list[dict], crash_at: str = "", crash_key: str = ""):
-    env = {**os.environ, "KUBETUNE_TEST_CRASH_AT": crash_at, "KUBETUNE_TEST_CRASH_KEY": crash_key}
-    done = subprocess.run([sys.executable, str(HARNESS), str(journal_dir), json.dumps(plan)],
-                          env=env, capture_output=True, text=True, timeout=60)
-    results = [json.loads(line) for line in done.stdout.splitlines()]
-    return done.returncode, {r["key"]: r for r in results}, done.stderr
+    code, results, _, stderr = agent_harness.run_agent(journal_dir, plan, crash_at, crash_key)
+    return code, results, stderr
 
 
 def live(host, paths: dict[str, str]) -> dict[str, str]:

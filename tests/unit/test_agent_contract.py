@@ -75,6 +75,20 @@ def test_status_is_valid_and_reports_conflict_as_degraded():
     assert {c.type: c.last_transition_time for c in later.conditions}["Degraded"] == now
 
 
+def test_an_unreadable_journal_is_degraded_and_every_knob_says_why():
+    problem = "journal /run/kubetune/journal.json is unreadable (Expecting value: line 1 column 1 (char 0))"
+    report = CycleReport(SAMPLE, None, knobs=(
+        KnobResult("vm.swappiness", TuningState.FAILED, desired="10", message=f"not tuned: {problem}"),),
+        journal_problem=problem)
+    wire = NodeTuningStatus.model_validate(
+        status_from_report(report, 1, None, [], datetime(2025, 1, 1, tzinfo=UTC)).to_dict())
+    conditions = {c.type: c for c in wire.conditions}
+    assert (conditions["Degraded"].status.value, conditions["Degraded"].reason) == ("True", "JournalUnreadable")
+    assert conditions["Degraded"].message == problem
+    assert (conditions["Applied"].reason, wire.knobs[0].state.value) == ("WriteFailed", "Pending")
+    assert conditions["Applied"].message == f"vm.swappiness: not tuned: {problem}"
+
+
 def test_thresholds_carry_the_level_the_api_names_them_with():
     plan = plan_from_node_tuning({**NODE_TUNING, "spec": {"thresholds": {"cpu": {"sustainedFor": "5m"}}}})
     levels = {(t.metric, t.level.value): (t.above, t.for_seconds) for t in plan.thresholds}
