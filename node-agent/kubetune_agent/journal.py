@@ -86,9 +86,11 @@ class Journal:
         except BlockingIOError:
             os.close(fd)
             return False
-        # Who holds it, for the standby's log line; the lock itself is the flock, not this text.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # who holds it, for the standby's message; the lock is the flock, not this text
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full directory: the message says "pid ?", the lock holds all the same
         self._lock_fd = fd
         self._data = self._load()
         return True

@@ -156,9 +156,14 @@ def test_a_full_journal_directory_means_no_write_until_there_is_space(host, save
     assert set(on_disk) == {"vm.swappiness"} and on_disk["vm.swappiness"]["original"] == {SWAPPINESS: originals[SWAPPINESS]}
     executor.journal.release()
 
-    for name in ("filler", "filler-tail"):  # the fault ends; a restarted agent resumes
-        (tiny_journal_dir / name).unlink(missing_ok=True)
+    # Restarted on the still full directory: it reads the journal and changes nothing.
     executor = KnobExecutor(host, Journal(tiny_journal_dir, lock=True))
+    results = {r.key: r for r in executor.reconcile([KnobTarget("vm.dirty_ratio", dirty)])}
+    assert (results["vm.swappiness"].state, results["vm.dirty_ratio"].state) == (TuningState.RESTORED, TuningState.FAILED)
+    assert host.read(DIRTY_RATIO) == originals[DIRTY_RATIO]
+
+    for name in ("filler", "filler-tail"):  # the fault ends: normal work resumes
+        (tiny_journal_dir / name).unlink(missing_ok=True)
     results = {r.key: r for r in executor.reconcile([KnobTarget("vm.dirty_ratio", dirty)])}
     assert (results["vm.swappiness"].state, results["vm.dirty_ratio"].state) == (TuningState.RESTORED, TuningState.APPLIED)
     assert results["vm.dirty_ratio"].original == originals[DIRTY_RATIO] and host.read(DIRTY_RATIO) == dirty
