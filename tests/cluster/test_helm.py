@@ -99,6 +99,7 @@ def test_lint(helm, values):
 @pytest.mark.parametrize("bad, where", [
     (["nope=1"], "additional properties 'nope'"),
     (["webhook.failurePolicy=Fail"], "/webhook/failurePolicy"),
+    (["webhook.timeoutSeconds=30"], "/webhook/timeoutSeconds"),
     (["operator.minNice=-40"], "/operator/minNice"),
     (["agent.metricsPort=0"], "/agent/metricsPort"),
     (["agent.healthPort=0"], "/agent/healthPort"),
