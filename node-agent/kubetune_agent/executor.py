@@ -161,7 +161,7 @@ class KnobExecutor:
         except KnobError as error:
             note = "" if dry_run else self._forget(key)
             return KnobResult(key, TuningState(error.state),
-                              message=f"cannot restore ({error.reason}); journal entry dropped{note}")
+                              message=f"cannot restore ({error.reason})" + (note or "; journal entry dropped"))
         show = _Display(knob, original, original, live)
         if live == original:
             note = "" if dry_run else self._forget(key)
