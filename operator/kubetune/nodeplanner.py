@@ -263,16 +263,22 @@ class NodePlanner:
     async def _report_process_tuning(self, policy: PolicyRecord, result: Resolution, now: datetime) -> None:
         """The policy's ProcessTuning condition, and one Event when what it says changes (a Warning
         while something is withheld, a Normal one when it is met again). Written by server-side apply
-        as its own field manager; if an evaluation write made from an older read drops it, the next
-        tick sees it missing and applies it again (no second Event: `announced` remembers it)."""
+        as its own field manager, so it never overwrites the evaluation's conditions. The evaluation
+        writes the whole status by merge patch: one made from a read older than this write drops the
+        condition, and the next tick applies it again (no second Event: `announced` remembers it)."""
         desired, observed = process_tuning_update(policy, result, now)
         key = ("pt", f"{policy.namespace}/{policy.name}")
         said = lambda c: c and (c["status"], c["reason"], c["message"], c.get("observedGeneration"))  # noqa: E731
-        if desired is None and observed is None:
-            self.announced.pop(key, None)
+        if said(desired) == said(observed):
+            self.sent.pop(key, None)
+            if desired is None:
+                self.announced.pop(key, None)
+            else:
+                self.announced.setdefault(key, said(observed))
             return
-        if self._unchanged(key, said(desired), said(observed)):
-            self.announced.setdefault(key, said(observed))
+        # Written, and the index still shows the status as it was before the write: the watch lags.
+        # A different status without the condition means another write replaced it: apply again.
+        if self.sent.get(key) == (said(desired), policy.status):
             return
         try:
             await asyncio.to_thread(self.kube.apply_policy_condition, policy.namespace, policy.name, desired,
@@ -280,7 +286,7 @@ class NodePlanner:
         except KubeError as e:
             log.warning("PerformancePolicy %s/%s: %s", policy.namespace, policy.name, e)
             return
-        self.sent[key] = (said(desired), said(observed))
+        self.sent[key] = (said(desired), policy.status)
         before = self.announced.get(key, said(observed))
         self.announced[key] = said(desired)
         if desired and said(desired)[:3] != (before or ())[:3] and (desired["status"] == "False" or (before and before[0] == "False")):

@@ -20,6 +20,7 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.cluster
 MANAGED = "app.kubernetes.io/managed-by=kubetune"
 POOL = "kubetune.io/pool"
+GENERAL = {"kwok-node-0", "kwok-node-2"}
 
 
 @pytest.fixture
@@ -140,16 +141,24 @@ def test_process_tuning_of_a_performance_policy_is_clamped(cluster, operator, na
         def entries():
             found = {e["podUID"]: (name, e) for name, nt in node_tunings(cluster).items()
                      for e in nt["spec"].get("processes", []) if e["namespace"] == namespace}
-            return found if set(found) == set(pods) else None
+            on_general = {uid for uid, p in pods.items() if p["spec"]["nodeName"] in GENERAL}
+            return found if set(found) == on_general else None
 
-        found = wait_for("a process entry for every pod", entries)
+        found = wait_for("a process entry for every pod on a general node", entries)
         for uid, (node, entry) in found.items():
-            assert node == pods[uid]["spec"]["nodeName"]
-            general = node in ("kwok-node-0", "kwok-node-2")
-            assert entry["nice"] == (-5 if general else -10), (node, entry)
+            assert node == pods[uid]["spec"]["nodeName"] and node in GENERAL
+            assert entry["nice"] == -5, (node, entry)
             assert entry["ioClass"] == "BestEffort" and entry["ioPriority"] == 1
-            assert "cpus" not in entry  # pinning: not allowed on general, no admin policy elsewhere
+            assert "cpus" not in entry  # pinning: not allowed on general
             assert entry["containerName"] == "app" and entry["policy"] == f"PerformancePolicy/{namespace}/api"
+        # The tenant's policy says what it did not get: no admin policy on kwok-node-1, no pinning elsewhere.
+        uncovered = sorted({p["spec"]["nodeName"] for p in pods.values()} - GENERAL)
+        said = wait_for("the ProcessTuning condition", lambda: condition(get_pp(cluster, namespace, "api"), "ProcessTuning")
+                        or None)
+        assert said["status"] == "False", said
+        assert said["reason"] == ("NoNodePolicy" if uncovered else "PinningNotAllowed"), said
+        for node in uncovered:
+            assert f"node {node} has no NodeTuningPolicy allowing process tuning; not applied" in said["message"]
 
         # The policy goes: its entries go (e2e-limits tunes nothing itself: every plan is monitoring only).
         cluster.kubectl("delete", "performancepolicy", "api", "-n", namespace)
@@ -159,6 +168,63 @@ def test_process_tuning_of_a_performance_policy_is_clamped(cluster, operator, na
         wait_for("every NodeTuning monitoring only", lambda: node_tunings(cluster) == {})
     finally:
         cleanup(cluster, "e2e-limits")
+
+
+def get_pp(cluster, namespace, name):
+    return json.loads(cluster.kubectl("get", "performancepolicy", name, "-n", namespace, "-o", "json").stdout)
+
+
+def test_starved_pinning_is_reported_on_the_policy_while_both_loops_run(cluster, operator, namespace):
+    """The admin's share is one pinned CPU per namespace on every node; the tenant's pod wants two. Its
+    policy says so (condition + one Event, naming node and CPUs), and the evaluation loop, which
+    writes the same policy's status every cycle, never drops the condition. Raising the share pins it."""
+    try:
+        node_policy(cluster, "e2e-share", nodeSelector={}, processTuning={"maxPinnedCpusPerNamespace": 1})  # every node
+        deploy(cluster, namespace, replicas=1, cpu="2", cpu_limit="2")
+        node = running_pods(cluster, namespace, "api")[0]["spec"]["nodeName"]
+        body = {"apiVersion": "kubetune.io/v1alpha1", "kind": "PerformancePolicy",
+                "metadata": {"name": "api", "namespace": namespace},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}, "mode": "Auto",
+                         "interval": "10s", "processTuning": {"cpuPinning": True}}}
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+        starved = wait_for("ProcessTuning CPUShareReached", lambda: (c := condition(get_pp(cluster, namespace, "api"),
+                           "ProcessTuning")).get("reason") == "CPUShareReached" and c)
+        assert starved["status"] == "False"
+        assert f"needs 2 dedicated CPUs, namespace {namespace} holds 0 of its share of 1 on node {node}" in starved["message"]
+        # A spec change makes both loops write the same status again: the evaluation its whole status
+        # (merge patch, conditions as it read them), the planner its condition (server-side apply).
+        # Both end up there, each for the new generation.
+        cluster.kubectl("patch", "performancepolicy", "api", "-n", namespace, "--type=merge", "-p",
+                        json.dumps({"spec": {"interval": "12s"}}))
+        generation = get_pp(cluster, namespace, "api")["metadata"]["generation"]
+
+        def both_for_the_new_generation():
+            obj = get_pp(cluster, namespace, "api")
+            ready, kept = condition(obj, "Ready"), condition(obj, "ProcessTuning")
+            return (ready.get("observedGeneration") == generation and kept.get("observedGeneration") == generation
+                    and obj)
+        obj = wait_for("Ready and ProcessTuning for the new generation", both_for_the_new_generation)
+        kept = condition(obj, "ProcessTuning")
+        assert {k: kept[k] for k in ("status", "reason", "message")} == {
+            k: starved[k] for k in ("status", "reason", "message")}, obj["status"]
+        managed = json.loads(cluster.kubectl("get", "performancepolicy", "api", "-n", namespace, "-o", "json",
+                                             "--show-managed-fields").stdout)["metadata"]["managedFields"]
+        writers = {m["manager"] for m in managed if m.get("subresource") == "status"}
+        assert "kubetune-node-planner" in writers and len(writers) >= 2, writers
+        warnings = events_on(cluster, "PerformancePolicy", "api", "CPUShareReached")
+        assert len(warnings) == 1 and warnings[0]["type"] == "Warning" and node in warnings[0]["message"], warnings
+        # The admin raises the share: pinned, the condition and a Normal Event say so.
+        cluster.kubectl("patch", "nodetuningpolicy", "e2e-share", "--type=merge", "-p",
+                        json.dumps({"spec": {"processTuning": {"maxPinnedCpusPerNamespace": 2}}}))
+        planned = wait_for("ProcessTuning Planned", lambda: (c := condition(get_pp(cluster, namespace, "api"),
+                           "ProcessTuning")).get("reason") == "Planned" and c)
+        assert planned["status"] == "True" and node in planned["message"]
+        entry = next(e for e in node_tunings(cluster)[node]["spec"]["processes"] if e["namespace"] == namespace)
+        assert entry["cpus"] == [6, 7]
+        assert wait_for("a Normal Planned Event", lambda: events_on(cluster, "PerformancePolicy", "api", "Planned"))
+        assert len(events_on(cluster, "PerformancePolicy", "api", "CPUShareReached")) == 1
+    finally:
+        cleanup(cluster, "e2e-share")
 
 
 def events_on(cluster, kind: str, name: str, reason: str) -> list[dict]:

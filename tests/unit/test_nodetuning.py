@@ -509,6 +509,9 @@ class PlannerKube:
     def event(self, involved, type_, reason, message):
         self.calls.append(("event", involved["kind"], involved["name"], involved["uid"], type_, reason, message))
 
+    def apply_policy_condition(self, namespace, name, condition, condition_type):
+        self.calls.append(("condition", namespace, name, condition))
+
 
 def nt_record(heartbeat_age: float | None, conditions=(), interval=1.0) -> NodeTuningRecord:
     from datetime import timedelta
@@ -601,3 +604,40 @@ def test_process_tuning_condition_is_set_kept_and_removed():
     view.performance_policies = [recommend]
     gone, observed = process_tuning_update(recommend, resolve(view, -10), NOW)
     assert gone is None and observed == desired
+
+
+def test_the_process_tuning_condition_is_applied_again_after_an_evaluation_write_dropped_it():
+    """The evaluation loop writes the whole status by merge patch, from the status it read: a write made
+    from a read older than the planner's drops the condition. The exact interleaving cannot be caused
+    on demand against the real API server (the cluster test shows the settled behaviour), so the seam
+    is faked here: the planner waits while the index lags, re-applies when a different status lacks
+    the condition, and posts its Event once."""
+    import asyncio
+
+    from kubetune.metrics import OperatorMetrics
+    from kubetune.nodeplanner import NodePlanner
+    from prometheus_client import CollectorRegistry
+
+    kube = PlannerKube()
+    planner = NodePlanner(OperatorSettings(), kube, OperatorMetrics(CollectorRegistry()), clock=lambda: NOW)
+    spec = pp("checkout", cpuPinning=True).spec
+
+    def cycle(status):
+        policy = PolicyRecord("shop", "checkout", "uid-checkout", 1, "2026-01-01T00:00:00Z", spec, None, status)
+        view = NodeView(nodes={"n1": NODES["n1"]}, node_policies=[], performance_policies=[policy],
+                        pods={WorkloadRef("shop", "Deployment", "checkout"): [pod("a", "n1")]}, node_tunings={})
+        kube.calls.clear()
+        asyncio.run(planner.cycle(view))
+        return [c for c in kube.calls if c[0] in ("condition", "event")]
+
+    first = cycle({})
+    assert [c[0] for c in first] == ["condition", "event"]
+    written = first[0][3]
+    assert (written["type"], written["reason"]) == ("ProcessTuning", "NoNodePolicy")
+    assert first[1][4:6] == ("Warning", "NoNodePolicy")
+    assert cycle({}) == []  # the index has not caught up: not written twice
+    evaluated = {"conditions": [{"type": "Ready", "status": "False", "reason": "NoData", "message": "no samples",
+                                 "lastTransitionTime": "2026-11-27T12:00:00Z", "observedGeneration": 1}]}
+    again = cycle(evaluated)  # an evaluation write from an older read replaced the conditions
+    assert [c[0] for c in again] == ["condition"] and again[0][3] == written  # applied again, no second Event
+    assert cycle({"conditions": [*evaluated["conditions"], written]}) == []  # both kept from then on
