@@ -23,6 +23,17 @@ sys.path.insert(0, str(REPO / "deploy" / "local"))
 import localcluster  # noqa: E402  (a script folder, not a package)
 import realnode  # noqa: E402
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Hypothesis profiles: `ci` (the default run) is derandomised with no example database, so every run
+# draws the same examples and a failure reproduces; `bench` (make bench, or HYPOTHESIS_PROFILE=bench)
+# draws ten times as many from fresh randomness. No deadline: the machine is shared and slow at times.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=200,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("bench", deadline=None, max_examples=2000,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
