@@ -29,7 +29,7 @@ from kubetune.history import WorkloadHistory
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
-from kubetune.predictions import Insights, analyse
+from kubetune.predictions import HistoryVerdicts, Insights, analyse
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
 from kubetune.promql import QueryPlan, analysis_step, cycle_queries
 from kubetune.reasons import ConditionType, Reason
@@ -102,6 +102,7 @@ class Evaluator:
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
         self.workload_history = WorkloadHistory(prometheus)
+        self.verdicts = HistoryVerdicts()
         self.active: Callable[[], bool] = lambda: True
         self.owns: Callable[[str], bool] = lambda namespace: True
 
@@ -161,12 +162,14 @@ class Evaluator:
                       and p.spec.anomaly_detection.enabled}
         if not namespaces:
             return None
-        history, now = self.workload_history, self.clock().timestamp()
+        history, now, end = self.workload_history, self.clock().timestamp(), self.workload_history.end
         try:  # the namespaces already held are kept: policies with other intervals are due in other cycles
             await asyncio.to_thread(history.refresh, namespaces | history.namespaces, now)
         except PrometheusUnavailable as e:
             log.warning("workload history not refreshed, anomalies judged on the recent series: %s", e)
             return None
+        if history.end != end:
+            self.verdicts.clear()
         return history if history.current(now) else None
 
     async def evaluate(self, policy: PolicyRecord, view: ClusterView, batch: Batch,
@@ -210,7 +213,7 @@ class Evaluator:
         full = parse_duration(ANALYSIS_WINDOW).total_seconds() / step
         warmup = int(self.settings.duration("rate_window").total_seconds() / step)
         insights = analyse(spec, signals, step, warmup_points=warmup if any(
-            len(c.cpu_series) < full for c in signals.containers) else 0)
+            len(c.cpu_series) < full for c in signals.containers) else 0, verdicts=self.verdicts)
         bottleneck = None
         acting = {h.rule.action for h in evaluate_rules(spec, signals)[0]}
         report.high_load = Action.INCREASE_RESOURCES in acting  # for the status; raises process priority

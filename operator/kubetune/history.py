@@ -4,9 +4,9 @@ query per family for all the cycle's namespaces.
 
 The answer changes only when the 5-minute step's end moves, so it is kept between cycles, keyed by
 that time: each move fetches only the steps since the last one (one sample per series, normally) and
-shifts the arrays in place; a namespace seen for the first time is filled day by day (a day's JSON
-answer at 1,000 workloads is ~30 MB parsed, eight days in one answer would be ~250 MB). Losing the cache
-(a restart) costs one fill. Samples are float32 with NaN for a missing step: 2,328 x 4 bytes = 9.1 KiB
+shifts the arrays in place; a namespace seen for the first time is filled six hours per query (at
+1,000 workloads a day's answer is 9 MiB of JSON and ~100 MiB parsed into Python lists; eight days in
+one answer would be near a GiB). Losing the cache (a restart) costs one fill. Samples are float32 with NaN for a missing step: 2,328 x 4 bytes = 9.1 KiB
 per series, where Python tuples of floats would take ~75 KiB.
 """
 
@@ -26,8 +26,8 @@ from kubetune.promql import WORKLOAD_KEY, PromQuery, history_queries
 log = logging.getLogger(__name__)
 
 HISTORY_STEP_SECONDS = 300.0
-# A day of samples per range query while filling: bounds the parsed answer (see the module doc).
-FILL_CHUNK_STEPS = 288
+# Six hours of samples per range query while filling: bounds the parsed answer (see the module doc).
+FILL_CHUNK_STEPS = 72
 
 
 class RangeQueries(Protocol):
@@ -68,14 +68,15 @@ class WorkloadHistory:
         steps = round((end - self.end) / self.step) if math.isfinite(self.end) else self.points
         kept = self.namespaces & wanted if steps < self.points else frozenset()
         new = wanted - kept
-        # Every query first: a failure half-way must leave the cache as it was, not half shifted.
+        # Every query before any array changes: a failure half-way leaves the cache as it was. The fill
+        # is written chunk by chunk into arrays of its own, so only one chunk's answer is parsed at a time.
         recent = self._ask(kept, end - (steps - 1) * self.step, end, stats) if kept and steps > 0 else []
-        filled = []
+        fresh: dict[tuple[str, str, str, str], np.ndarray] = {}
         start = end - (self.points - 1) * self.step
         for chunk in range(0, self.points if new else 0, FILL_CHUNK_STEPS):
-            filled += self._ask(new, start + chunk * self.step,
-                                start + min(self.points - 1, chunk + FILL_CHUNK_STEPS - 1) * self.step, stats)
-        fresh: dict[tuple[str, str, str, str], np.ndarray] = {}
+            self._write(fresh, self._ask(new, start + chunk * self.step,
+                                         start + min(self.points - 1, chunk + FILL_CHUNK_STEPS - 1) * self.step,
+                                         stats), end)
         for key, array in self.series.items():
             if key[1] not in kept:
                 continue
@@ -83,7 +84,7 @@ class WorkloadHistory:
                 array[:-steps] = array[steps:]
                 array[-steps:] = np.nan
             fresh[key] = array
-        self._write(fresh, recent + filled, end)
+        self._write(fresh, recent, end)
         # A workload gone for eight days holds nothing any more.
         fresh = {k: v for k, v in fresh.items() if not np.isnan(v).all()}
         self.series, self.end, self.namespaces = fresh, end, wanted

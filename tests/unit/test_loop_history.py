@@ -12,6 +12,7 @@ import pytest
 
 from kubetune.analysis import detector_window
 from kubetune.evaluation import Evaluator
+from kubetune.history import FILL_CHUNK_STEPS
 from kubetune.metrics import OperatorMetrics
 from kubetune.prometheus import PrometheusUnavailable
 from kubetune.reasons import ConditionType
@@ -99,9 +100,9 @@ async def test_history_is_fetched_once_per_step_and_only_the_new_step_after_it()
     ev = evaluator(prom, FakeKube(), clock)
     p = policy(spec(anomalyDetection={"enabled": True}))
     batch = await ev._fetch([p], 0.0)
-    # The fill: both families, a day per query, covering exactly the 2,328 steps up to the newest.
+    # The fill: both families, six hours per query, covering exactly the 2,328 steps up to the newest.
     fill = prom.range_queries[:]
-    assert {q[3] for q in fill} == {300} and len(fill) == 2 * math.ceil(POINTS / 288)
+    assert {q[3] for q in fill} == {300} and len(fill) == 2 * math.ceil(POINTS / FILL_CHUNK_STEPS)
     for family in ("container_cpu_usage_cores", "container_memory_working_set_bytes"):
         spans = sorted((s, e) for expr, s, e, _ in fill if family in expr)
         assert spans[0][0] == END - (POINTS - 1) * 300 and spans[-1][1] == END
