@@ -15,7 +15,7 @@ How a node's plan is resolved:
   network). Equal top priorities with different values are a Conflict: the knob or rule is left out
   (the node keeps, or gets back, its original value), a thresholds section falls back to the defaults.
 - The node's mode is the most cautious one among the contributing NodeTuningPolicies (Recommend over
-  Auto); a node with process tuning only is Auto.
+  Auto); it is the mode of the node's process entries too.
 - `io.devices` rules become concrete `block.<device>.*` knobs from the devices the node's agent
   reports in `NodeTuning.status.blockDevices` (by the class the agent derived from the rotational
   flag / NVMe name, or by a glob over the name); within one policy the first rule that sets a
@@ -454,8 +454,8 @@ def _spec(active: Sequence[NodeTuningPolicyRecord], winners: Mapping[str, Winner
     mode = NodeTuningMode.RECOMMEND if cautious else NodeTuningMode.AUTO
     if cautious:
         why["mode"] = f"Recommend: {', '.join(cautious)} in Recommend mode"
-    elif active or processes:
-        why["mode"] = f"Auto: every contributing policy is Auto ({', '.join(p.ref for p in active) or 'process tuning only'})"
+    elif active:  # process entries exist only where an admin's policy is active
+        why["mode"] = f"Auto: every contributing policy is Auto ({', '.join(p.ref for p in active)})"
     else:
         why["mode"] = "Auto: no policy contributes; nothing to tune, the default thresholds are watched"
     knobs = [Knob(key=k, value=w.candidate.value, policy=w.candidate.policy, reason=w.reason())
