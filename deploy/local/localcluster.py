@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import requests
 import yaml
@@ -135,9 +136,9 @@ class Processes:
         terminate_group(pid, timeout)
         (self.state_dir / "pids.json").write_text(json.dumps(self.pids))
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 10.0) -> None:
         for name in reversed(list(self.pids)):
-            self.stop(name)
+            self.stop(name, timeout)
 
 
 def terminate_group(pid: int, timeout: float = 10.0) -> None:
@@ -329,6 +330,9 @@ class LocalCluster:
     apiserver_port: int = 0  # 0: pick a free port
     tie_to_parent: bool = True
     procs: Processes = field(init=False)
+    # How etcd and the API server were started, so a fault test can stop and start them again.
+    _argv: dict[str, list[str]] = field(init=False, default_factory=dict)
+    _ready: dict[str, Callable[[], bool]] = field(init=False, default_factory=dict)
 
     @property
     def kubeconfig(self) -> str:
@@ -366,7 +370,7 @@ class LocalCluster:
         api_port = self.apiserver_port or free_port()
         server = f"https://127.0.0.1:{api_port}"
         write_kubeconfig(self.state_dir / "kubeconfig", server, pki)
-        self.procs.start("etcd", [
+        self._argv["etcd"] = [
             binary("etcd"), "--name", "default", "--data-dir", str(self.state_dir / "etcd"),
             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -374,9 +378,11 @@ class LocalCluster:
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
             # A throwaway test store: durability buys nothing and fsync dominates on slow disks.
-            "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn"])
-        self._wait("etcd", deadline, lambda: requests.get(f"http://127.0.0.1:{etcd_port}/health", timeout=1).ok)
-        self.procs.start("kube-apiserver", [
+            "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn"]
+        self._ready["etcd"] = lambda: requests.get(f"http://127.0.0.1:{etcd_port}/health", timeout=1).ok
+        self.procs.start("etcd", self._argv["etcd"])
+        self._wait("etcd", deadline, self._ready["etcd"])
+        self._argv["kube-apiserver"] = [
             binary("kube-apiserver"), "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
             "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(api_port),
             "--tls-cert-file", str(pki / "apiserver.crt"), "--tls-private-key-file", str(pki / "apiserver.key"),
@@ -393,10 +399,11 @@ class LocalCluster:
             "--endpoint-reconciler-type", "none", "--profiling=false",
             # Webhooks behind a Service (the chart's) are called at their pod's address: there is no
             # kube-proxy on this machine, and a ClusterIP would follow the default route off it.
-            "--enable-aggregator-routing=true"])
+            "--enable-aggregator-routing=true"]
+        self.procs.start("kube-apiserver", self._argv["kube-apiserver"])
         ca, cert = str(pki / "ca.crt"), (str(pki / "admin.crt"), str(pki / "admin.key"))
-        self._wait("kube-apiserver", deadline,
-                   lambda: requests.get(f"{server}/readyz", verify=ca, cert=cert, timeout=2).ok)
+        self._ready["kube-apiserver"] = lambda: requests.get(f"{server}/readyz", verify=ca, cert=cert, timeout=2).ok
+        self._wait("kube-apiserver", deadline, self._ready["kube-apiserver"])
         self.start_controller_manager()
         self.procs.start("kube-scheduler", [binary("kube-scheduler"), *self._common_flags(), "--secure-port",
                                             str(free_port())])
@@ -428,6 +435,30 @@ class LocalCluster:
             "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
             "--use-service-account-credentials=false", *extra_flags])
 
+    # --- faults: stop and start a control-plane part as it was started (tests/cluster/test_api_faults.py)
+
+    def restart_apiserver(self, timeout: float = 120.0, kill: bool = False) -> None:
+        """Stop kube-apiserver (SIGTERM, or SIGKILL when `kill`), start it again with the same flags and
+        port, and return once it is ready."""
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.procs.pids["kube-apiserver"], signal.SIGKILL)
+        self.procs.stop("kube-apiserver")
+        self._start_again("kube-apiserver", timeout)
+
+    def stop_etcd(self) -> None:
+        """Stop etcd: the API server stays up and answers errors (or nothing) until start_etcd()."""
+        self.procs.stop("etcd")
+
+    def start_etcd(self, timeout: float = 120.0) -> None:
+        """Start etcd again on its data and ports, and return once the API server is ready on it."""
+        self._start_again("etcd", timeout)
+        self._wait("kube-apiserver", time.monotonic() + timeout, self._ready["kube-apiserver"])
+
+    def _start_again(self, name: str, timeout: float) -> None:
+        self.procs.start(name, self._argv[name])
+        self._wait(name, time.monotonic() + timeout, self._ready[name])
+
     def ready_nodes(self) -> int:
         out = self.kubectl("get", "nodes", "-o", "json", check=False)
         if out.returncode:
@@ -446,8 +477,9 @@ class LocalCluster:
             time.sleep(0.3)
         raise SetupError(f"timed out waiting for {what}; logs are in {self.state_dir / 'logs'}")
 
-    def stop(self) -> None:
-        self.procs.stop_all()
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every process (SIGTERM, SIGKILL after `timeout`; a throwaway test cluster needs no grace)."""
+        self.procs.stop_all(timeout)
         (self.state_dir / "pids.json").unlink(missing_ok=True)
 
 

@@ -155,6 +155,11 @@ def announced_reason(status: PerformancePolicyStatus) -> str | None:
     return ready.message.split(":", 1)[0] if ready.reason == Reason.EVALUATED.value else ready.reason
 
 
+def last_action_time(status: PerformancePolicyStatus) -> str | None:
+    """The time of the lastAction a status read from the API holds, as written: what a write was decided on."""
+    return status.last_action.to_dict()["time"] if status.last_action else None
+
+
 class Publisher:
     """Writes a report: the status when it changed, the Events it carries."""
 
@@ -171,8 +176,13 @@ class Publisher:
                                           [(c.type, c.status, c.reason, c.message) for c in report.conditions],
                                           generation=policy.generation, now=now)})
         payload = status.to_dict()
-        if self._status_changed(policy.key, payload):
-            await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name, payload)
+        stable = self._status_changed(policy.key, payload)
+        if stable is not None:
+            await asyncio.to_thread(self.kube.patch_policy_status, policy.namespace, policy.name, payload,
+                                    last_action_time(policy.status))
+            # Only a write that landed counts: marked before, a write the API refused (a restarting API
+            # server, etcd down) kept the status from being written again for STATUS_REFRESH.
+            self.last_status[policy.key] = (stable, time.monotonic())
         events = list(report.events)
         if self.last_reason.get(policy.key, announced_reason(policy.status)) != report.reason:
             self.last_reason[policy.key] = report.reason
@@ -182,17 +192,16 @@ class Publisher:
             await asyncio.to_thread(self.kube.event, involved, "Warning" if e.warning else "Normal",
                                     e.reason.value, e.message)
 
-    def _status_changed(self, key: tuple[str, str], payload: Mapping[str, Any]) -> bool:
-        """Whether a status write is worth its API call: anything but the live figures (signals but
-        highLoad, utilisation) changed, or the figures are older than STATUS_REFRESH. At 1,000 policies, writing
-        every evaluation cost 1,000 patches (and as many watch events) per cycle."""
+    def _status_changed(self, key: tuple[str, str], payload: Mapping[str, Any]) -> str | None:
+        """The status without its live figures when a write is worth its API call (anything but the live
+        figures — signals but highLoad, utilisation — changed, or the figures are older than STATUS_REFRESH),
+        else None. At 1,000 policies, writing every evaluation cost 1,000 patches (and as many watch
+        events) per cycle."""
         # highLoad is not a live figure: the node planner raises process priority on it.
         stable = json.dumps({**payload, "signals": (payload.get("signals") or {}).get("highLoad"), "containers": [
             {k: v for k, v in c.items() if k != "utilization"} for c in payload.get("containers") or []]},
             sort_keys=True, default=str)
-        clock = time.monotonic()
         last = self.last_status.get(key)
-        if last and last[0] == stable and clock - last[1] < STATUS_REFRESH:
-            return False
-        self.last_status[key] = (stable, clock)
-        return True
+        if last and last[0] == stable and time.monotonic() - last[1] < STATUS_REFRESH:
+            return None
+        return stable

@@ -1,0 +1,126 @@
+"""kube.py's answer to throttling and conflicts, as a table: which answers are retried, after how long,
+and when a policy status write gives up instead of overwriting. The calls are stand-ins raising the
+client's own ApiException (an API server does not answer 429 or 409 on demand; the cluster tier gets
+them from an injecting proxy: tests/cluster/test_api_faults.py)."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from kubetune import kube
+from kubetune.kube import KubeError, retry_wait
+
+pytestmark = pytest.mark.unit
+
+
+def answer(status: int, retry_after: str | None = None) -> ApiException:
+    e = ApiException(status=status, reason={409: "Conflict", 429: "Too Many Requests"}.get(status, "Error"))
+    e.headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    e.body = '{"kind": "Status", "message": "injected"}'
+    return e
+
+
+WAITS = [
+    ("429-with-retry-after", 429, "3", 0, 3.0),
+    ("429-without-retry-after-backs-off", 429, None, 2, 4.0),
+    ("429-retry-after-capped", 429, "600", 0, kube.MAX_WAIT),
+    ("503-with-retry-after", 503, "1", 0, 1.0),
+    ("500-without-retry-after-is-not-retried", 500, None, 0, None),
+    ("409-is-not-a-throttle", 409, "1", 0, None),
+    ("403-is-final", 403, None, 0, None),
+    ("429-after-the-last-attempt", 429, "1", kube.MAX_ATTEMPTS - 1, None),
+]
+
+
+@pytest.mark.parametrize("status,after,attempt,wait", [w[1:] for w in WAITS], ids=[w[0] for w in WAITS])
+def test_retry_wait(status, after, attempt, wait):
+    assert retry_wait(status, {"Retry-After": after} if after else {}, attempt) == wait
+
+
+class Flaky:
+    """Fails with the given answers, then returns "ok"; counts its calls."""
+
+    def __init__(self, *answers: ApiException):
+        self.answers, self.calls = list(answers), 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.answers:
+            raise self.answers.pop(0)
+        return "ok"
+
+
+def test_throttled_call_waits_as_told_then_succeeds():
+    waits = []
+    call = Flaky(answer(429, "2"), answer(429, "1"))
+    assert kube._call("patch Deployment shop/web", call, sleep=waits.append) == "ok"
+    assert call.calls == 3 and waits == [2.0, 1.0]
+
+
+def test_throttled_until_the_last_attempt_names_the_call_and_the_status():
+    call = Flaky(*[answer(429, "1")] * kube.MAX_ATTEMPTS)
+    with pytest.raises(KubeError) as raised:
+        kube._call("patch Deployment shop/web", call, sleep=lambda s: None)
+    assert raised.value.status == 429 and str(raised.value) == "patch Deployment shop/web: injected"
+    assert call.calls == kube.MAX_ATTEMPTS
+
+
+def test_a_conflict_is_retried_only_while_the_check_says_nothing_else_was_recorded():
+    checks = iter([True, False])
+    call = Flaky(answer(409), answer(409))
+    with pytest.raises(KubeError, match="changed by another writer since it was read, not overwritten") as raised:
+        kube._call("patch status", call, on_conflict=lambda: next(checks), sleep=lambda s: None)
+    assert raised.value.status == 409 and call.calls == 2
+
+
+def test_a_conflict_without_a_check_is_final():
+    # A Lease update carries its resourceVersion: its 409 means another candidate won, never retry.
+    call = Flaky(answer(409))
+    with pytest.raises(KubeError) as raised:
+        kube._call("update Lease", call, sleep=lambda s: None)
+    assert raised.value.status == 409 and call.calls == 1
+
+
+class StatusAPI:
+    """CustomObjectsApi's two calls a policy status write makes: the patch (answering the queued
+    errors first) and the re-read after a 409, which returns `recorded`."""
+
+    def __init__(self, recorded: dict, *answers: ApiException):
+        self.recorded, self.answers, self.patched = recorded, list(answers), []
+
+    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body, **_):
+        if self.answers:
+            raise self.answers.pop(0)
+        self.patched.append(body)
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **_):
+        return self.recorded
+
+
+def status_writer(api: StatusAPI) -> kube.Kube:
+    k = kube.Kube.__new__(kube.Kube)  # no API client: the stand-in is the seam
+    k.custom, k.calls, k.sleep = api, 0, lambda s: None
+    return k
+
+
+INTENT = {"lastAction": {"time": "2026-11-29T20:00:00Z", "action": "IncreaseResources"}}
+CONFLICTS = [
+    ("nothing-recorded-in-between", {}, None, True),
+    ("our-own-intent-already-there", {"status": INTENT}, None, True),
+    ("the-action-we-decided-on", {"status": {"lastAction": {"time": "2026-11-29T19:00:00Z"}}}, "2026-11-29T19:00:00Z", True),
+    ("another-writers-action", {"status": {"lastAction": {"time": "2026-11-29T19:59:00Z"}}}, None, False),
+]
+
+
+@pytest.mark.parametrize("recorded,read,written", [c[1:] for c in CONFLICTS], ids=[c[0] for c in CONFLICTS])
+def test_a_status_conflict_rereads_and_never_overwrites_another_action(recorded, read, written):
+    api = StatusAPI(recorded, answer(409))
+    writer = status_writer(api)
+    if written:
+        writer.patch_policy_status("shop", "web", INTENT, read)
+        assert api.patched == [{"status": INTENT}]
+    else:
+        with pytest.raises(KubeError, match="not overwritten"):
+            writer.patch_policy_status("shop", "web", INTENT, read)
+        assert api.patched == []
