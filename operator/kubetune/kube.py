@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 from typing import Any, Callable, Mapping
 
@@ -67,6 +68,11 @@ def connection_reason(error: Exception) -> str:
         pool = error.pool
         return f"cannot connect to the API server {pool.scheme}://{pool.host}:{pool.port}" if pool else \
             "cannot connect to the API server"
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError):  # e.g. its etcd is gone: the request hangs
+        pool = error.pool
+        where = f" {pool.scheme}://{pool.host}:{pool.port}" if pool else ""
+        limit = re.search(r"read timeout=([\d.]+)", str(error))
+        return f"the API server{where} gave no answer within {limit.group(1) if limit else 'the timeout'} s"
     return " ".join(str(error).split())[:200]
 
 

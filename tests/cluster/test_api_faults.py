@@ -25,7 +25,8 @@ import yaml
 import faultproxy  # deploy/local, on sys.path via tests/conftest.py
 import localcluster
 
-from tests.cluster.test_operator import MI, Operator, condition, exporter_and_address  # noqa: F401 (a fixture, found by name)
+from tests.cluster.test_operator import MI, Operator, condition
+from tests.cluster.test_operator import exporter_and_address  # noqa: F401 (a fixture: pytest finds it by name)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.cluster

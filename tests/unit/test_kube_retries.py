@@ -5,7 +5,10 @@ them from an injecting proxy: tests/cluster/test_api_faults.py)."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubetune import kube
@@ -124,3 +127,14 @@ def test_a_status_conflict_rereads_and_never_overwrites_another_action(recorded,
         with pytest.raises(KubeError, match="not overwritten"):
             writer.patch_policy_status("shop", "web", INTENT, read)
         assert api.patched == []
+
+
+def test_an_api_server_that_never_answers_is_named_with_the_timeout():
+    # A listening socket that never answers: what an API server whose etcd is gone looks like to a write.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(urllib3.exceptions.ReadTimeoutError) as raised:
+            urllib3.PoolManager().request("GET", url, timeout=urllib3.Timeout(connect=1, read=0.2), retries=False)
+    assert kube.connection_reason(raised.value) == f"the API server {url} gave no answer within 0.2 s"
