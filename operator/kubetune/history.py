@@ -131,7 +131,9 @@ class WorkloadHistory:
         if array is None:
             return _EMPTY
         valid = np.flatnonzero(~np.isnan(array))
-        return array[valid[0]:] if valid.size else _EMPTY  # a view: no copy
+        # A view, no copy: valid until the next refresh shifts the arrays (the loop refreshes between
+        # cycles, never while policies are evaluated).
+        return array[valid[0]:] if valid.size else _EMPTY
 
     def nbytes(self) -> int:
         """The arrays' bytes (what grows with workloads; the dict and keys add ~0.3 KiB per series)."""
