@@ -16,3 +16,13 @@ from tests.bench.analysis_quality import main
 def test_bench_analysis_quality() -> None:
     print()
     main([])
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(3600)  # one predictions.analyse call per judged sample: ~10 minutes on one idle core
+def test_bench_loop_analysis_quality() -> None:
+    """The same figures with the detector and forecaster called as the loop calls them, next to the
+    harness's (tests/bench/loop_analysis_quality.py)."""
+    from tests.bench.loop_analysis_quality import main as loop_main
+    print()
+    loop_main([])
