@@ -39,6 +39,19 @@ class KubeModel(BaseModel):
         extra="ignore",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        # The API server prunes `field: null` (no field is nullable) and then defaults it, so
+        # `mode: null` (or a bare `mode:` in YAML) is stored as Recommend: the model reads a known
+        # field's null as absent, as the server does. Lists become tuples: with a validator before
+        # it, strict validation of JSON sees Python data, where tuple fields take only tuples.
+        if not isinstance(data, dict):
+            return data
+        fields = {f.alias or n for n, f in cls.model_fields.items()}
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+                if v is not None or k not in fields}
+
     def to_dict(self) -> dict[str, Any]:
         """The wire form: camelCase keys, JSON types, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -94,6 +107,30 @@ def list_map(*keys: str) -> dict[str, Any]:
 
 LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 
+
+def _unique_items(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    duplicates = sorted({str(getattr(i, "value", i)) for i in items if items.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate values: {', '.join(duplicates)}")
+    return items
+
+
+UNIQUE_ITEMS = AfterValidator(_unique_items)
+"""Refuse a list with the same value twice, as the API server does for a `LIST_SET` list."""
+
+
+def unique_by(key: str) -> Any:
+    """Refuse a list with two items sharing `key` (the API server does the same for list maps)."""
+
+    def check(items: tuple[Any, ...]) -> tuple[Any, ...]:
+        seen = [getattr(item, key) for item in items]
+        duplicates = sorted({k for k in seen if seen.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate {key}: {', '.join(duplicates)}")
+        return items
+
+    return AfterValidator(check)
+
 def defaulted_section(model: type[KubeModel]) -> Any:
     """A field holding `model` with every default filled in, both in Python (default_factory) and by
     the API server (the schema default is the whole default object: the server checks a default
@@ -114,7 +151,9 @@ def optional_list(max_items: int, **schema: Any) -> Any:
 # --- constrained strings and numbers ---------------------------------------------------------------
 
 # Kubernetes' resource.Quantity grammar without the sign: bounds and sizes are never negative.
-QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+# The exponent is a whole number: Kubernetes' pattern allows `1e1.5`, but its parser (and CEL's
+# quantity()) refuses it.
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 
 
 def _quantity_text(value: object) -> object:
@@ -123,6 +162,9 @@ def _quantity_text(value: object) -> object:
     if isinstance(value, bool):
         raise ValueError("a quantity is a number or a string such as 250m, 2, 512Mi")
     if isinstance(value, int):
+        # The API server reads a JSON integer beyond int64 as a float, which an int-or-string refuses.
+        if value > 2**63 - 1:
+            raise ValueError(f"{value} is too large for an integer: write it as a string with a unit (e.g. \"8Ei\")")
         return str(value)
     if isinstance(value, float):
         raise ValueError(f"{value} is a fraction: write it as a string (e.g. \"{value}\" or \"{round(value * 1000)}m\")")
@@ -140,12 +182,24 @@ such as `2` (read as the string `"2"`)."""
 
 # Go duration subset: whole numbers with units h, m, s, ms; no sign, no spaces, no bare numbers.
 DURATION_PATTERN = r"^([0-9]+(h|ms|m|s))+$"
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
-"""A duration such as `30s`, `5m`, `1h30m`, `500ms`."""
-
 _DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")
 _DURATION_UNITS = {"h": timedelta(hours=1), "m": timedelta(minutes=1), "s": timedelta(seconds=1),
                    "ms": timedelta(milliseconds=1)}
+_DURATION_NANOSECONDS = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6}
+# Go's time.Duration, and so CEL's duration() and every Kubernetes duration, ends at 2^63-1 ns.
+MAX_DURATION_NANOSECONDS = 2**63 - 1
+_IN_GO_RANGE = "must be at most 2562047h (the longest duration Kubernetes accepts)"
+
+
+def _go_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32,
+                                json_schema_extra=validations(cel("duration(self) >= duration('0s')", _IN_GO_RANGE))),
+                     AfterValidator(_go_duration)]
+"""A duration such as `30s`, `5m`, `1h30m`, `500ms`, at most 2562047h."""
 
 
 # Days, weeks and years are Prometheus' units, not Kubernetes' (Go's, and CEL's `duration()`): one
@@ -166,7 +220,10 @@ def parse_duration(text: str) -> timedelta:
             hint = f" (days, weeks and years are not units here: write {hours}h{rest})"
         raise ValueError(f"invalid duration {text!r}: use whole numbers with h, m, s or ms, "
                          f"e.g. 30s, 5m, 1h30m, 168h{hint}")
-    return sum((int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text)), timedelta())
+    parts = _DURATION_PART.findall(text)
+    if sum(int(n) * _DURATION_NANOSECONDS[unit] for n, unit in parts) > MAX_DURATION_NANOSECONDS:
+        raise ValueError(f"invalid duration {text!r}: {_IN_GO_RANGE}")
+    return sum((int(n) * _DURATION_UNITS[unit] for n, unit in parts), timedelta())
 
 
 def duration_at_least(minimum: str) -> Any:
@@ -194,7 +251,7 @@ _QUANTITY_SUFFIX = {
     "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
     "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
 }
-_QUANTITY_PARTS = re.compile(r"^([0-9.]+)([eE][-+]?[0-9.]+|[KMGTPE]i|[numkMGTPE])?$")
+_QUANTITY_PARTS = re.compile(r"^([0-9.]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 
 
 def parse_quantity(text: str) -> Decimal:
@@ -202,7 +259,7 @@ def parse_quantity(text: str) -> Decimal:
     if not isinstance(text, str) or not re.fullmatch(QUANTITY_PATTERN, text):
         raise ValueError(f"invalid quantity {text!r}: use e.g. 250m, 2, 512Mi, 1G")
     number, suffix = _QUANTITY_PARTS.fullmatch(text).groups()  # type: ignore[union-attr]
-    if suffix and suffix[0] in "eE":
+    if suffix and suffix not in _QUANTITY_SUFFIX:  # an exponent; a bare `E` is exa
         return Decimal(number) * Decimal(10) ** Decimal(suffix[1:])
     return Decimal(number) * _QUANTITY_SUFFIX[suffix or ""]
 
@@ -295,10 +352,16 @@ class LabelSelectorRequirement(KubeModel):
         return self
 
 
+def _without_nulls(labels: Any) -> Any:
+    """`key: null` in a map is pruned by the API server, so it is absent here too."""
+    return {k: v for k, v in labels.items() if v is not None} if isinstance(labels, dict) else labels
+
+
 class LabelSelector(KubeModel):
     """Selects objects by labels, as in Kubernetes' metav1.LabelSelector; `{}` selects everything."""
 
-    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, exclude_if=_is_empty)
+    match_labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], BeforeValidator(_without_nulls)] = \
+        Field(default_factory=dict, exclude_if=_is_empty)
     """Labels that must all be present with these values."""
     match_expressions: tuple[LabelSelectorRequirement, ...] = optional_list(32)
     """Label conditions that must all hold."""

@@ -30,6 +30,8 @@ from kubetune.api.common import (
     defaulted_section,
     list_map,
     optional_list,
+    unique_by,
+    UNIQUE_ITEMS,
     validations,
 )
 from kubetune.constants import NODE_TUNING_POLICY
@@ -385,7 +387,8 @@ class NetworkThresholds(KubeModel):
     busiest link that reports a speed; a link whose driver reports no speed is named, not guessed)."""
     latency_warning_ms: float = Field(default=50, ge=0)
     """Network latency warning level, ms: the TCP connect time to the latency targets (the worst one)."""
-    latency_targets: tuple[Annotated[str, Field(pattern=LATENCY_TARGET_PATTERN, max_length=260)], ...] = \
+    latency_targets: Annotated[tuple[Annotated[str, Field(pattern=LATENCY_TARGET_PATTERN, max_length=260)], ...],
+                               UNIQUE_ITEMS] = \
         optional_list(8, **LIST_SET)
     """`host:port` endpoints whose TCP connect time is the node's network latency, e.g.
     `10.0.0.10:53`; empty = the Kubernetes API endpoint the node agent uses. Prefer IP addresses: a
@@ -428,7 +431,7 @@ class NodeTuningPolicySpec(KubeModel):
     """Adaptive swappiness, cache pressure and dirty ratios."""
     io: IOTuning | None = None
     """Block device scheduler and read-ahead."""
-    sysctls: tuple[Sysctl, ...] = optional_list(32, **list_map("name"))
+    sysctls: Annotated[tuple[Sysctl, ...], unique_by("name")] = optional_list(32, **list_map("name"))
     """Kernel parameters from the allow-list."""
     process_tuning: ProcessTuningLimits = defaulted_section(ProcessTuningLimits)
     """Limits on the process tuning PerformancePolicies may ask for on these nodes."""

@@ -32,6 +32,8 @@ from kubetune.api.common import (
     list_map,
     optional_list,
     parse_quantity,
+    unique_by,
+    UNIQUE_ITEMS,
     validations,
 )
 from kubetune.constants import PERFORMANCE_POLICY
@@ -41,19 +43,6 @@ READY = "Ready"
 TARGET_FOUND = "TargetFound"
 METRICS_AVAILABLE = "MetricsAvailable"
 DEGRADED = "Degraded"
-
-
-def unique_by(key: str) -> Any:
-    """Refuse a list with two items sharing `key` (the API server does the same for list maps)."""
-
-    def check(items: tuple[Any, ...]) -> tuple[Any, ...]:
-        seen = [getattr(item, key) for item in items]
-        duplicates = sorted({k for k in seen if seen.count(k) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate {key}: {', '.join(duplicates)}")
-        return items
-
-    return AfterValidator(check)
 
 
 # --- target and bounds ------------------------------------------------------------------------------
@@ -121,7 +110,7 @@ class ContainerPolicy(KubeModel):
 
     name: str = Field(pattern=CONTAINER_NAME_PATTERN, max_length=63)
     """The container name, or `*` for every container not listed by name."""
-    controlled_resources: tuple[ResourceName, ...] = Field(
+    controlled_resources: Annotated[tuple[ResourceName, ...], UNIQUE_ITEMS] = Field(
         default=(ResourceName.CPU, ResourceName.MEMORY), min_length=1, max_length=2, json_schema_extra=LIST_SET)
     """The resources kubetune may change: `cpu`, `memory` or both."""
     controlled_values: ControlledValues = ControlledValues.REQUESTS_AND_LIMITS
@@ -264,7 +253,7 @@ class LatencyMetric(KubeModel):
     query: PromQLTemplate | None = None
     """A PromQL template returning the latency in seconds; `$quantile` (e.g. 0.95), `$namespace`,
     `$workload` and `$pods` (a regex of the target's pod names) are substituted."""
-    percentiles: tuple[Annotated[int, Field(ge=1, le=99)], ...] = Field(
+    percentiles: Annotated[tuple[Annotated[int, Field(ge=1, le=99)], ...], UNIQUE_ITEMS] = Field(
         default=(50, 90, 95, 99), min_length=1, max_length=8, json_schema_extra=LIST_SET)
     """The percentiles reported in status and usable by rules (`latencyP95Ms` needs 95)."""
 
@@ -410,7 +399,8 @@ class ProcessTuning(KubeModel):
     model_config = ConfigDict(json_schema_extra=validations(cel(
         "!has(self.ioPriority) || !has(self.ioClass) || self.ioClass == 'BestEffort'", _IO_PRIORITY_CLASS)))
 
-    containers: tuple[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)], ...] = optional_list(32, **LIST_SET)
+    containers: Annotated[tuple[Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)], ...], UNIQUE_ITEMS] = \
+        optional_list(32, **LIST_SET)
     """The containers to tune; empty = every container."""
     nice: int | None = Field(default=None, ge=-20, le=19)
     """The nice value (-20 = highest priority, 19 = lowest); unset = leave as is."""
