@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
 
@@ -24,7 +24,8 @@ from kubetune.api.performancepolicy import Action, VerificationResult, Verificat
 from kubetune.decisions import Decision, PolicyInputs, container_sustained_keys, decide, evaluate_rules
 from kubetune.explain import Event, Publisher, Report, explain_decision, explain_verdict, last_action_time
 from kubetune.gates import CLUSTER_GATES, METRIC_GATES, PolicyFacts, first_verdict
-from kubetune.gather import ANALYSIS_WINDOW, FORECAST_WINDOW, PolicyMetrics, cluster_facts, request_counters
+from kubetune.gather import (ANALYSIS_WINDOW, FORECAST_WINDOW, PolicyMetrics, cluster_facts, history_sources,
+                             request_counters)
 from kubetune.history import WorkloadHistory
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
@@ -87,7 +88,8 @@ class Batch:
 
     results: Mapping[str, Samples] | None
     error: str | None = None
-    history: WorkloadHistory | None = None  # the detector's baselines, when current
+    # The detector's baselines that are current, by source (`history_sources`)
+    histories: Mapping[str, WorkloadHistory] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -101,7 +103,7 @@ class Evaluator:
         self.last_run: dict[tuple[str, str], float] = {}
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
-        self.workload_history = WorkloadHistory(prometheus)
+        self.histories: dict[str, WorkloadHistory] = {}
         self.verdicts = HistoryVerdicts()
         self.active: Callable[[], bool] = lambda: True
         self.owns: Callable[[str], bool] = lambda namespace: True
@@ -153,24 +155,32 @@ class Evaluator:
         if with_history:
             self.last_history_fetch = clock
             self.history_cache = {k: v for k, v in results.items() if k in HISTORY_QUERIES}
-        return Batch({**self.history_cache, **results}, history=await self._baselines(due))
+        return Batch({**self.history_cache, **results}, histories=await self._baselines(due))
 
-    async def _baselines(self, due: list[PolicyRecord]) -> WorkloadHistory | None:
-        """The detector's eight-day baselines, refreshed when the 5-minute step moves; None when no due
-        policy detects anomalies or Prometheus failed (then each signal is judged on its recent series)."""
-        namespaces = {p.namespace for p in due if p.spec and p.spec.mode is not Mode.OFF
-                      and p.spec.anomaly_detection.enabled}
-        if not namespaces:
-            return None
-        history, now, end = self.workload_history, self.clock().timestamp(), self.workload_history.end
-        try:  # the namespaces already held are kept: policies with other intervals are due in other cycles
-            await asyncio.to_thread(history.refresh, namespaces | history.namespaces, now)
-        except PrometheusUnavailable as e:
-            log.warning("workload history not refreshed, anomalies judged on the recent series: %s", e)
-            return None
-        if history.end != end:
-            self.verdicts.clear()
-        return history if history.current(now) else None
+    async def _baselines(self, due: list[PolicyRecord]) -> dict[str, WorkloadHistory]:
+        """The detector's eight-day baselines per source, refreshed when the 5-minute step moves; a source
+        whose query failed is left out (its signals are judged on their recent series)."""
+        wanted: dict[str, set[str]] = {}
+        queries = {}
+        for p in due:
+            if p.spec and p.spec.mode is not Mode.OFF and p.spec.anomaly_detection.enabled:
+                for name, source in history_sources(p.spec).items():
+                    wanted.setdefault(name, set()).add(p.namespace)
+                    queries[name] = source
+        now, current = self.clock().timestamp(), {}
+        for name, namespaces in wanted.items():
+            history = self.histories.setdefault(name, WorkloadHistory(self.prometheus, queries=queries[name]))
+            end = history.end
+            try:  # the namespaces already held are kept: policies with other intervals are due in other cycles
+                await asyncio.to_thread(history.refresh, namespaces | history.namespaces, now)
+            except PrometheusUnavailable as e:
+                log.warning("workload history %s not refreshed, judged on the recent series: %s", name, e)
+                continue
+            if history.end != end:
+                self.verdicts.clear()
+            if history.current(now):
+                current[name] = history
+        return current
 
     async def evaluate(self, policy: PolicyRecord, view: ClusterView, batch: Batch,
                        conflict_with: PolicyRecord | None = None) -> None:
@@ -196,7 +206,7 @@ class Evaluator:
     async def _gather(self, facts: PolicyFacts, batch: Batch, now: datetime) -> PolicyFacts:
         if batch.results is None:
             return PolicyFacts(**{**facts.__dict__, "prometheus_error": batch.error})
-        signals = self.gather.joined(facts, batch.results, batch.history)
+        signals = self.gather.joined(facts, batch.results, batch.histories)
         try:
             if self.gather.needs_queries(facts.policy.spec):
                 signals = await asyncio.to_thread(self.gather.completed, facts, signals, now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from kubetune.analysis import BottleneckReason, ResourceSignal, find_bottleneck
 from kubetune.api.common import parse_duration
@@ -17,11 +17,13 @@ from kubetune.api.performancepolicy import ActionRecord, Metric, PerformancePoli
 from kubetune.decisions import LATENCY_PERCENTILE, WorkloadSignals, workload_sustained_keys
 from kubetune.gates import PolicyFacts
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
-from kubetune.promql import analysis_step, request_query_name, WorkloadQueries, sustained, workload_series
+from kubetune.promql import (PromQuery, WorkloadQueries, analysis_step, history_queries, latency_history_queries,
+                             request_history_queries, request_query_name, sustained, workload_series)
 from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
 from kubetune.history import WorkloadHistory
-from kubetune.signals import current_resources, pods_total, with_workload_series, workload_signals
+from kubetune.signals import (current_resources, pods_total, with_workload_histories, with_workload_series,
+                              workload_signals)
 from kubetune.tenancy import QueryNotConfined
 from kubetune.verification import MetricKind, MetricWindows
 from kubetune.workloads import ContainerResources, PodRecord
@@ -78,6 +80,21 @@ def request_counters(spec: PerformancePolicySpec) -> tuple[tuple[str, str] | Non
     return ((error.counter, error.failed) if error else None), (throughput.counter if throughput else None)
 
 
+def history_sources(spec: PerformancePolicySpec) -> dict[str, Callable[[Iterable[str]], list[PromQuery]]]:
+    """The histories the policy's anomaly detection reads, by name, with their range queries: CPU and
+    memory ("usage"), and its latency histogram and request counters (templates have none)."""
+    sources: dict[str, Callable[[Iterable[str]], list[PromQuery]]] = {"usage": history_queries}
+    latency = spec.metrics.latency if spec.metrics else None
+    if latency and latency.histogram:
+        sources[f"latency:{latency.histogram}"] = latency_history_queries(latency.histogram)
+    error, throughput = request_counters(spec)
+    if error:
+        sources[request_query_name(*error)] = request_history_queries(*error)
+    if throughput:
+        sources[request_query_name(throughput, None)] = request_history_queries(throughput, None)
+    return sources
+
+
 @dataclass(frozen=True)
 class MetricSource:
     """A workload-level metric: its PromQL and the factor to the unit rules use."""
@@ -107,8 +124,10 @@ class PolicyMetrics:
         self.prometheus, self.settings = prometheus, settings
 
     def joined(self, facts: PolicyFacts, results: Mapping[str, Samples],
-               history: WorkloadHistory | None = None) -> WorkloadSignals:
-        """The batched answer (and the workload's history, when current) joined with the pods (no query)."""
+               histories: Mapping[str, WorkloadHistory] | None = None) -> WorkloadSignals:
+        """The batched answer (and the workload's histories that are current, by `history_sources` name)
+        joined with the pods (no query)."""
+        histories = histories or {}
         policy, spec = facts.policy, facts.policy.spec
         latency = spec.metrics.latency if spec.metrics else None
         signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
@@ -116,10 +135,13 @@ class PolicyMetrics:
                                    percentiles=latency.percentiles if latency else ())
         step = parse_duration(analysis_step(self.settings.query_step)).total_seconds()
         signals = with_workload_series(
-            signals, results, history, policy.namespace, spec.target_ref.name,
+            signals, results, histories.get("usage"), policy.namespace, spec.target_ref.name,
             full_points=int(parse_duration(FORECAST_WINDOW).total_seconds() / step),
             warmup_points=int(parse_duration(self.settings.rate_window).total_seconds() / step))
         error, throughput = request_counters(spec)
+        signals = with_workload_histories(signals, histories, policy.namespace, spec.target_ref.name,
+                                          histogram=latency.histogram if latency else None, error=error,
+                                          throughput=throughput)
         names = [p.name for p in facts.running]
         if error:
             failed = pods_total(results.get(request_query_name(error[0], error[1]), {}), policy.namespace, names)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -47,8 +47,11 @@ class WorkloadHistory:
     """`get(family, namespace, workload, container)` -> the family's samples, oldest first, ending at
     `end` (the newest whole step); leading steps before the workload existed are left out."""
 
-    def __init__(self, prometheus: RangeQueries, step: float = HISTORY_STEP_SECONDS):
-        self.prometheus, self.step = prometheus, step
+    def __init__(self, prometheus: RangeQueries, step: float = HISTORY_STEP_SECONDS,
+                 queries: Callable[[Iterable[str]], list[PromQuery]] = history_queries):
+        """`queries`: the range queries for a set of namespaces (default: CPU and memory per container;
+        `promql.latency_history_queries` and `request_history_queries` give workload-level families)."""
+        self.prometheus, self.step, self.queries = prometheus, step, queries
         self.points = detector_window(step)
         self.end = -math.inf  # the step end the arrays reach; -inf: nothing held
         self.namespaces: frozenset[str] = frozenset()
@@ -98,7 +101,7 @@ class WorkloadHistory:
     def _ask(self, namespaces: frozenset[str], start: float, end: float,
              stats: RefreshStats) -> list[tuple[str, list[dict]]]:
         answers = []
-        for query in history_queries(namespaces):
+        for query in self.queries(namespaces):
             raw = self.prometheus.range_query(query.expr, start, end, self.step)
             stats.queries += 1
             stats.series += len(raw)
@@ -126,7 +129,7 @@ class WorkloadHistory:
     def current(self, now: float) -> bool:
         return self.end == self.step_end(now)
 
-    def get(self, family: str, namespace: str, workload: str, container: str) -> np.ndarray:
+    def get(self, family: str, namespace: str, workload: str, container: str = "") -> np.ndarray:
         array = self.series.get((family, namespace, workload, container))
         if array is None:
             return _EMPTY
@@ -134,6 +137,19 @@ class WorkloadHistory:
         # A view, no copy: valid until the next refresh shifts the arrays (the loop refreshes between
         # cycles, never while policies are evaluated).
         return array[valid[0]:] if valid.size else _EMPTY
+
+    def share(self, part: str, whole: str, namespace: str, workload: str) -> np.ndarray:
+        """`part` / `whole` of a workload per step (e.g. failed / all requests): 0 where `whole` is 0 or
+        `part` has no sample (no requests, or none failed), NaN where `whole` has none."""
+        total = self.series.get((whole, namespace, workload, ""))
+        if total is None:
+            return _EMPTY
+        found = self.series.get((part, namespace, workload, ""))
+        failed = np.zeros_like(total) if found is None else np.nan_to_num(found, nan=0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(total > 0, failed / total, np.where(np.isnan(total), np.nan, 0.0)).astype(np.float32)
+        valid = np.flatnonzero(~np.isnan(ratio))
+        return ratio[valid[0]:] if valid.size else _EMPTY
 
     def nbytes(self) -> int:
         """The arrays' bytes (what grows with workloads; the dict and keys add ~0.3 KiB per series)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from kubetune.api.common import parse_duration
 from kubetune.tenancy import confine, substitute
@@ -156,6 +156,31 @@ def history_queries(namespaces: Iterable[str]) -> list[PromQuery]:
                       WORKLOAD_KEY),
             PromQuery("history:memory", _by_workload(f"kubetune:container_memory_working_set_bytes:max{{{ns}}}", ns),
                       WORKLOAD_KEY)]
+
+
+def latency_history_queries(histogram: str) -> Callable[[Iterable[str]], list[PromQuery]]:
+    """The p95 latency (seconds) of each workload from `histogram`, buckets summed over its pods through
+    the owner join (over eight days the pods are not today's, so `$pods` cannot select them)."""
+    def queries(namespaces: Iterable[str]) -> list[PromQuery]:
+        ns = _namespace_matcher(namespaces)
+        return [PromQuery("history:latency", f"histogram_quantile(0.95, sum by (namespace, workload, le) "
+                          f"(rate({histogram}_bucket{{{ns}}}[5m]) * on (namespace, pod) group_left (workload) "
+                          f"{POD_OWNER}{{{ns}}}))", WORKLOAD_KEY)]
+    return queries
+
+
+def request_history_queries(counter: str, failed: str | None) -> Callable[[Iterable[str]], list[PromQuery]]:
+    """Requests per second of each workload from a request counter (`history:requests`) and, with
+    `failed`, of its failed requests (`history:failed`), summed over its pods through the owner join."""
+    def queries(namespaces: Iterable[str]) -> list[PromQuery]:
+        ns = _namespace_matcher(namespaces)
+
+        def per_workload(matchers: str) -> str:
+            return (f"sum by (namespace, workload) (rate({counter}{{{matchers}}}[5m]) "
+                    f"* on (namespace, pod) group_left (workload) {POD_OWNER}{{{ns}}})")
+        found = [PromQuery("history:requests", per_workload(ns), WORKLOAD_KEY)]
+        return found + ([PromQuery("history:failed", per_workload(f"{failed},{ns}"), WORKLOAD_KEY)] if failed else [])
+    return queries
 
 
 def request_query_name(counter: str, failed: str | None) -> str:

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 
 from kubetune.decisions import ContainerSignals, WorkloadSignals
 from kubetune.history import WorkloadHistory
-from kubetune.promql import WORKLOAD_CPU_SERIES, histogram_quantile
+from kubetune.promql import WORKLOAD_CPU_SERIES, histogram_quantile, request_query_name
 from kubetune.prometheus import Samples
 from kubetune.workloads import ContainerResources, PodRecord
 
@@ -129,3 +129,20 @@ def with_workload_series(signals: WorkloadSignals, results: Mapping[str, Samples
         containers.append(replace(c, **changes) if changes else c)
     return replace(signals, containers=tuple(containers),
                    history_step_seconds=history.step if history is not None else signals.history_step_seconds)
+
+
+def with_workload_histories(signals: WorkloadSignals, histories: Mapping[str, WorkloadHistory], namespace: str,
+                            workload: str, *, histogram: str | None, error: tuple[str, str] | None,
+                            throughput: str | None) -> WorkloadSignals:
+    """`signals` with the workload-level histories the policy's sources have (batched per histogram and
+    request counter through the owner join; keys as `Evaluator.history_sources` names them): p95 latency in
+    ms, error rate in percent, throughput in requests per second. Templates have none: per policy, they
+    cannot be batched."""
+    changes = {}
+    if histogram and (found := histories.get(f"latency:{histogram}")) is not None:
+        changes["latency_history"] = 1000.0 * found.get("latency", namespace, workload)
+    if error and (found := histories.get(request_query_name(*error))) is not None:
+        changes["error_rate_history"] = 100.0 * found.share("failed", "requests", namespace, workload)
+    if throughput and (found := histories.get(request_query_name(throughput, None))) is not None:
+        changes["throughput_history"] = found.get("requests", namespace, workload)
+    return replace(signals, **changes) if changes else signals

@@ -108,7 +108,7 @@ async def test_history_is_fetched_once_per_step_and_only_the_new_step_after_it()
         assert spans[0][0] == END - (POINTS - 1) * 300 and spans[-1][1] == END
         assert all(b[0] == a[1] + 300 for a, b in zip(spans, spans[1:]))
     assert all("kubetune:pod_workload:owner" in q[0] and f'namespace=~"{NS}"' in q[0] for q in fill)
-    cpu = batch.history.get("cpu", NS, APP, "app")
+    cpu = batch.histories["usage"].get("cpu", NS, APP, "app")
     assert len(cpu) == POINTS and cpu[-1] == pytest.approx(daily_peak(END))
 
     clock[0] = NOW + timedelta(seconds=30)  # the same step: nothing asked
@@ -118,7 +118,7 @@ async def test_history_is_fetched_once_per_step_and_only_the_new_step_after_it()
     clock[0] = NOW + timedelta(minutes=5, seconds=10)  # the step moved: one sample per family
     batch = await ev._fetch([p], 310.0)
     assert [(q[1], q[2]) for q in prom.range_queries[len(fill):]] == [(END + 300, END + 300)] * 2
-    cpu = batch.history.get("cpu", NS, APP, "app")
+    cpu = batch.histories["usage"].get("cpu", NS, APP, "app")
     assert len(cpu) == POINTS and cpu[-1] == pytest.approx(daily_peak(END + 300))
     assert cpu[-2] == pytest.approx(daily_peak(END))
 
@@ -133,8 +133,8 @@ async def test_a_young_workload_has_only_its_own_history_and_a_gone_one_none():
     ev = evaluator(prom, FakeKube(), clock)
     p = policy(spec(anomalyDetection={"enabled": True}))
     batch = await ev._fetch([p], 0.0)
-    assert len(batch.history.get("cpu", NS, APP, "app")) == 2 * DAY // 300
-    assert len(batch.history.get("cpu", NS, "other", "app")) == 0
+    assert len(batch.histories["usage"].get("cpu", NS, APP, "app")) == 2 * DAY // 300
+    assert len(batch.histories["usage"].get("cpu", NS, "other", "app")) == 0
 
 
 async def test_forecaster_reads_the_workload_hour_and_predicts_the_crossing():
@@ -153,3 +153,42 @@ async def test_forecaster_reads_the_workload_hour_and_predicts_the_crossing():
     last = parse_status(kube.status).last_action
     assert last is not None and last.rule == "high-load" and any("(predicted)" in e for e in last.evidence)
     assert kube.of("resize")
+
+
+def workload_matrix(needle: str, value):
+    """A query_range answer of a workload-level family (no container label) from `value(t)`."""
+    def answer(start: float, end: float, step: float) -> list[dict]:
+        times = [start + i * step for i in range(int(round((end - start) / step)) + 1)]
+        return [{"metric": {"namespace": NS, "workload": APP}, "values": [[t, str(value(t))] for t in times]}]
+    return (needle, answer)
+
+
+def p95_seconds(t: float) -> float:
+    """100 ms every day, 400 ms in the last hour."""
+    return (0.4 if t > END - 3_600 else 0.1) * wiggle(t)
+
+
+async def test_latency_and_error_rate_are_judged_on_their_workload_history():
+    body = spec(anomalyDetection={"enabled": True},
+                metrics={"latency": {"histogram": "http_request_duration_seconds"},
+                         "errorRate": {"counter": "http_requests_total", "failed": 'code=~"5.."'}})
+    flat = lambda at: tuple((at - 300 + 15 * i, 0.4 * wiggle(300 * i)) for i in range(20))  # noqa: E731
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.1, series=FLAT), ranges=[("_bucket", flat)], matrices=[
+        workload_matrix("http_request_duration_seconds_bucket", p95_seconds),
+        # 3 % of 100 requests/s failing in the last hour, 0.1 % before
+        workload_matrix('code=~"5.."', lambda t: (3.0 if t > END - 3_600 else 0.1) * wiggle(t)),
+        workload_matrix("http_requests_total", lambda t: 100.0),
+        *matrix(lambda t: 0.1 * wiggle(t))])
+    kube = FakeKube()
+    ev = evaluator(prom, kube, [NOW])
+    p = policy(body)
+    batch = await ev._fetch([p], 0.0)
+    assert set(batch.histories) == {"usage", "latency:http_request_duration_seconds",
+                                    'requests:http_requests_total:code=~"5.."'}
+    latency = [q for q, *_ in prom.range_queries if "histogram_quantile(0.95, sum by (namespace, workload, le)" in q]
+    assert latency and all("kubetune:pod_workload:owner" in q for q in latency)
+    await ev.evaluate(p, view(p, [pod(n) for n in PODS]), batch)
+    c = next(c for c in parse_status(kube.status).conditions if c.type == ConditionType.ANOMALY_DETECTED.value)
+    # The recent latency series alone is flat at 400 ms: only its eight days say the last hour is unusual.
+    assert c.status.value == "True" and "latencyP95Ms 4" in c.message and "errorRatePercent 3" in c.message, c.message
+    assert "cpuUtilization" not in c.message
