@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from kubetune.analysis import detector_window
-from kubetune.prometheus import finite
+from kubetune.prometheus import PrometheusUnavailable, finite
 from kubetune.promql import WORKLOAD_KEY, PromQuery, history_queries
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,27 @@ class WorkloadHistory:
         self.namespaces: frozenset[str] = frozenset()
         self.series: dict[tuple[str, str, str, str], np.ndarray] = {}
         self.warned_empty = False
+        self.failed_end = -math.inf  # the step whose queries failed: not asked again within it
 
     def step_end(self, now: float) -> float:
         return math.floor(now / self.step) * self.step
 
     def refresh(self, namespaces: Iterable[str], now: float) -> RefreshStats:
         """Bring the arrays to the step ending at or before `now` for `namespaces` (others are dropped).
-        PrometheusUnavailable leaves the cache as it was, and `current(now)` False."""
+        PrometheusUnavailable leaves the cache as it was, and `current(now)` False; the queries are then
+        not asked again before the step moves (a fill too heavy for Prometheus must not be repeated every
+        cycle)."""
         wanted, end = frozenset(namespaces), self.step_end(now)
         stats = RefreshStats()
-        if end == self.end and wanted <= self.namespaces:
+        if (end == self.end and wanted <= self.namespaces) or end == self.failed_end:
             return stats
+        try:
+            return self._refresh(wanted, end, stats)
+        except PrometheusUnavailable:
+            self.failed_end = end
+            raise
+
+    def _refresh(self, wanted: frozenset[str], end: float, stats: RefreshStats) -> RefreshStats:
         steps = round((end - self.end) / self.step) if math.isfinite(self.end) else self.points
         kept = self.namespaces & wanted if steps < self.points else frozenset()
         new = wanted - kept
@@ -118,10 +128,11 @@ class WorkloadHistory:
                 key = (family, *(str(labels.get(label, "")) for label in WORKLOAD_KEY))
                 array = into.get(key)
                 for point in item.get("values", ()):
-                    t, v = finite(point[0]), finite(point[1])
+                    pair = point if isinstance(point, (list, tuple)) and len(point) == 2 else (None, None)
+                    t, v = finite(pair[0]), finite(pair[1])
                     index = round((t - first) / self.step) if t is not None else -1
                     if v is None or not 0 <= index < self.points:
-                        continue
+                        continue  # NaN, +/-Inf, a malformed pair or a time outside the window: no sample
                     if array is None:
                         array = into[key] = np.full(self.points, np.nan, dtype=np.float32)
                     array[index] = v

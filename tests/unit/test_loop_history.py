@@ -192,3 +192,29 @@ async def test_latency_and_error_rate_are_judged_on_their_workload_history():
     # The recent latency series alone is flat at 400 ms: only its eight days say the last hour is unusual.
     assert c.status.value == "True" and "latencyP95Ms 4" in c.message and "errorRatePercent 3" in c.message, c.message
     assert "cpuUtilization" not in c.message
+
+
+async def test_a_failed_history_query_is_not_asked_again_before_the_step_moves():
+    clock = [NOW]
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.1, series=FLAT), matrices=[("rate5m", failing)])
+    ev = evaluator(prom, FakeKube(), clock)
+    p = policy(spec(anomalyDetection={"enabled": True}))
+    assert (await ev._fetch([p], 0.0)).histories == {}
+    asked = len(prom.range_queries)
+    assert asked == 1  # the first query failed; nothing after it was asked
+    clock[0] = NOW + timedelta(seconds=30)
+    assert (await ev._fetch([p], 30.0)).histories == {} and len(prom.range_queries) == asked
+    clock[0] = NOW + timedelta(minutes=5)
+    prom.matrices = matrix(daily_peak)  # Prometheus answers again
+    batch = await ev._fetch([p], 300.0)
+    assert len(batch.histories["usage"].get("cpu", NS, APP, "app")) == POINTS
+
+
+def test_unreadable_history_points_are_missing_samples_not_a_failed_cycle():
+    from kubetune.history import WorkloadHistory
+    bad = [["x", "y"], [END - 600], [END - 300, "NaN"], None, [END - 900, "+Inf"], [END, "0.25"], [END + 300, "9"]]
+    prom = FakePrometheus(matrices=[("rate5m", lambda s, e, st: [
+        {"metric": {"namespace": NS, "workload": APP, "container": "app"}, "values": bad}])])
+    history = WorkloadHistory(prom)
+    history.refresh([NS], END)
+    assert history.get("cpu", NS, APP, "app").tolist() == [0.25]  # only the one readable sample in the window
