@@ -64,7 +64,7 @@ class IntVector:
     ascending: bool = True
 
     def canonical(self, key: str, value: str) -> str:
-        parts = str(value).split()
+        parts = _KERNEL_SEPARATORS.split(str(value).strip(" \t\n"))
         if len(parts) != self.count:
             raise KnobRefused(key, f"{value!r} must be {self.count} integers")
         numbers = [IntRange(self.low, self.high).canonical(key, part) for part in parts]
@@ -76,11 +76,18 @@ class IntVector:
 ValueCheck = IntRange | IntVector
 
 
+# What the kernel's proc_dointvec reads: blanks, an optional minus, digits, blanks. Python's int()
+# also takes "+5", "1_000" and non-ASCII digits, which the kernel refuses; a leading zero is refused
+# because the kernel reads "010" as octal 8.
+_KERNEL_INTEGER = re.compile(r"[ \t\n]*(-?(0|[1-9][0-9]*))[ \t\n]*")
+_KERNEL_SEPARATORS = re.compile(r"[ \t\n]+")
+
+
 def _integer(key: str, value: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise KnobRefused(key, f"{value!r} is not an integer") from None
+    match = _KERNEL_INTEGER.fullmatch(str(value))
+    if not match:
+        raise KnobRefused(key, f"{value!r} is not an integer as the kernel reads one (decimal digits, no leading zero)")
+    return int(match.group(1))
 
 
 # ---- knobs --------------------------------------------------------------------------------
@@ -291,9 +298,10 @@ SYSCTLS: tuple[SysctlKnob, ...] = (
     SysctlKnob("vm.dirty_ratio", IntRange(1, 100), "% of memory dirty before writers block", ADAPTIVE),
     SysctlKnob("vm.dirty_background_ratio", IntRange(1, 100), "% dirty before background flush", ADAPTIVE),
     SysctlKnob("net.core.rmem_max", IntRange(4096, 2**31 - 1), "max socket receive buffer"),
-    SysctlKnob("net.core.wmem_max", IntRange(4096, 2**31 - 1), "max socket send buffer"),
+    # The kernel's floor for send buffers is SOCK_MIN_SNDBUF, 2 * (2048 + the aligned sk_buff) = 4608.
+    SysctlKnob("net.core.wmem_max", IntRange(4608, 2**31 - 1), "max socket send buffer"),
     SysctlKnob("net.core.rmem_default", IntRange(4096, 2**31 - 1), "default receive buffer"),
-    SysctlKnob("net.core.wmem_default", IntRange(4096, 2**31 - 1), "default send buffer"),
+    SysctlKnob("net.core.wmem_default", IntRange(4608, 2**31 - 1), "default send buffer"),
     SysctlKnob("net.core.somaxconn", IntRange(128, 65535), "listen() backlog limit"),
     SysctlKnob("net.core.netdev_max_backlog", IntRange(100, 1_000_000), "input queue length"),
     SysctlKnob("net.ipv4.tcp_rmem", IntVector(3, 4096, 2**31 - 1), "TCP receive buffer min/default/max"),
