@@ -27,8 +27,9 @@ import localcluster  # deploy/local, on sys.path via tests/conftest.py
 from kubetune.analysis import detector_window
 from kubetune.decisions import ContainerSignals, WorkloadSignals
 from kubetune.history import WorkloadHistory
-from kubetune.predictions import analyse, HistoryVerdicts
+from kubetune.predictions import HistoryVerdicts, analyse
 from kubetune.prometheus import Prometheus
+from kubetune.promql import history_queries, latency_history_queries, request_history_queries, workload_cpu_series
 from kubetune.settings import OperatorSettings
 from tests.unit.loopfakes import spec
 
@@ -168,16 +169,19 @@ def test_the_loop_reads_eight_days_per_workload_through_the_owner_join(backfille
     memory = history.get("memory", NS, APP, "app")
     # The rules start recording five minutes into the data (rate5m needs them), so nearly all 2,328 steps
     # are there, the rollout three days ago included: the owner join follows the pods that ran then.
-    assert len(cpu) >= detector_window(300) - 2 and np.isnan(cpu).sum() == 0, np.flatnonzero(np.isnan(cpu))
+    # (promtool's rule backfill may leave out an evaluation at a block boundary: a missing step or two)
+    assert len(cpu) >= detector_window(300) - 2 and np.isnan(cpu).sum() <= 2, np.flatnonzero(np.isnan(cpu))
     times = end - 300 * np.arange(len(cpu))[::-1]
     # rate5m lags a change by up to its window, and the new pods' counters are young at the rollout:
     # steps within 10 minutes after either are not compared.
     settled = np.array([min((t - edge) % DAY for edge in (9 * 3_600, 17 * 3_600)) > 600
                         and not 0 <= t - (end - 3 * DAY) <= 600 for t in times])
-    usual = settled & (times < end - 3_600)
+    usual = settled & (times < end - 3_600) & ~np.isnan(cpu)
     expected = np.array([cores(t) for t in times[usual]])
     assert np.abs(cpu[usual] - expected).max() < 0.01, "mean CPU over the workload's pods, per step"
-    assert cpu[-1] == pytest.approx(0.35, abs=0.01) and memory[-1] == pytest.approx(200 * MIB)
+    last_hour = cpu[(times > end - 3_600 + 600) & ~np.isnan(cpu)]
+    assert last_hour.size >= 8 and np.abs(last_hour - 0.35).max() < 0.01
+    assert np.nanmax(memory) == pytest.approx(200 * MIB) and np.nanmin(memory) == pytest.approx(200 * MIB)
     assert len(history.get("cpu", NS, "web-old", "app")) == 0  # a ReplicaSet is not a workload
 
     # The loop's analysis on it: the unusual last hour is an incident against the history.
@@ -194,5 +198,22 @@ def test_the_loop_reads_eight_days_per_workload_through_the_owner_join(backfille
     cpu = cpu.copy()
     stats = history.refresh([NS], end + 310)
     after = history.get("cpu", NS, APP, "app")
-    assert stats.queries == 2 and len(after) == len(cpu) and np.isnan(after[-1])
-    assert after[-2] == cpu[-1] and after[0] == cpu[1]
+    assert stats.queries == 2 and np.isnan(after[-1])
+    kept = min(len(after) - 1, len(cpu))  # everything but the oldest step (when it was there) moved back one
+    assert kept >= len(cpu) - 1 and np.array_equal(after[:-1][-kept:], cpu[-kept:], equal_nan=True)
+
+
+def test_every_history_query_and_the_forecasters_hour_run_on_a_real_prometheus(backfilled):
+    url, end = backfilled
+    prometheus = Prometheus(OperatorSettings(prometheus_url=url))
+    queries = (history_queries([NS]) + latency_history_queries("http_request_duration_seconds")([NS])
+               + request_history_queries("http_requests_total", 'code=~"5.."')([NS]))
+    for query in queries:  # accepted and evaluated (no bucket or request series here: empty answers)
+        prometheus.range_query(query.expr, end - 3_600, end, 300)
+    # The forecaster's hour per workload, through the owner join over the raw cAdvisor counter: 0.35
+    # cores a pod in the data's last hour, asked as the cycle asks it (an instant subquery). Its newest
+    # points are past the data's end, where rate() extrapolates from fewer samples: the median is compared.
+    hour = workload_cpu_series([NS], rate_window="5m", window="1h", step="60s")
+    results, _ = prometheus.fetch([hour])
+    series = results[hour.name][(NS, APP, "app")]
+    assert len(series) >= 30 and float(np.median(series)) == pytest.approx(0.35, abs=0.01)
