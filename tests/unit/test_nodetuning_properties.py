@@ -6,7 +6,7 @@ priority for it; process tuning stays within every matching policy's limits."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from kubetune.api.nodetuning import BlockDevice
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
@@ -120,6 +120,19 @@ def test_every_value_in_a_plan_comes_from_a_matching_policy_at_the_top_priority(
             assert spec["mode"] == "Recommend", node
 
 
+def _two_policies_on_one_pod():
+    """Two PerformancePolicies whose targets share a pod (two policies on one Deployment), one pinning."""
+    pod = PodRecord("shop", "b", "uid-b", "n1", "Running", (ContainerResources("app", {"cpu": 0.5}, {}),))
+    requests = [ProcessRequest(f"PerformancePolicy/shop/w{i}", ProcessTuning(nice=0, cpu_pinning=i == 0), (pod,))
+                for i in range(2)]
+    policy = NodeTuningPolicyRecord("p0", "uid-p0", 1, NodeTuningPolicySpec.model_validate(
+        {"nodeSelector": {}, "mode": "Auto"}), None)
+    return {"n1": NodeFacts({}, 2)}, [policy], requests, {}
+
+
+# Found by the bench profile, not fixed here (kubetune/nodetuning.py has another owner): the pod gets two
+# entries keyed (podUID, containerName) — the API server refuses such a NodeTuning — and CPU 1 twice.
+@example(_two_policies_on_one_pod()).xfail(raises=AssertionError, reason="two policies on one pod: two entries")
 @given(worlds)
 def test_process_tuning_stays_within_every_matching_policys_limits(world):
     nodes, policies, requests, devices = world
@@ -129,6 +142,8 @@ def test_process_tuning_stays_within_every_matching_policys_limits(world):
                     and selector_matches(p.spec.node_selector, nodes[node].labels)]
         floor = max([FLOOR] + [p.spec.process_tuning.min_nice for p in matching])
         pinned: list[int] = []
+        containers = [(e["podUID"], e["containerName"]) for e in spec.get("processes", [])]
+        assert len(containers) == len(set(containers)), f"{node}: a container listed twice {containers}"
         for entry in spec.get("processes", []):
             if "nice" in entry:
                 assert entry["nice"] >= floor, (node, entry)
