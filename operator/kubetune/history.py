@@ -86,10 +86,14 @@ class WorkloadHistory:
         recent = self._ask(kept, end - (steps - 1) * self.step, end, stats) if kept and steps > 0 else []
         fresh: dict[tuple[str, str, str, str], np.ndarray] = {}
         start = end - (self.points - 1) * self.step
-        for chunk in range(0, self.points if new else 0, FILL_CHUNK_STEPS):
-            self._write(fresh, self._ask(new, start + chunk * self.step,
-                                         start + min(self.points - 1, chunk + FILL_CHUNK_STEPS - 1) * self.step,
-                                         stats), end)
+        # Newest chunk first: when it holds no series, no workload of these namespaces ran in the last
+        # hours and none has a history worth fetching (without kube-state-metrics: 2 queries, not 66).
+        for last in range(self.points - 1, -1 if new else self.points - 1, -FILL_CHUNK_STEPS):
+            before = stats.series
+            first = max(0, last - FILL_CHUNK_STEPS + 1)
+            self._write(fresh, self._ask(new, start + first * self.step, start + last * self.step, stats), end)
+            if stats.series == before:
+                break
         for key, array in self.series.items():
             if key[1] not in kept:
                 continue

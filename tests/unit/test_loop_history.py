@@ -123,6 +123,15 @@ async def test_history_is_fetched_once_per_step_and_only_the_new_step_after_it()
     assert cpu[-2] == pytest.approx(daily_peak(END))
 
 
+async def test_without_kube_state_metrics_the_fill_stops_at_the_empty_newest_hours():
+    prom = FakePrometheus(batch=cpu_batch(PODS, now=0.1, series=FLAT))  # every range answer empty
+    ev = evaluator(prom, FakeKube(), [NOW])
+    p = policy(spec(anomalyDetection={"enabled": True}))
+    assert "usage" in (await ev._fetch([p], 0.0)).histories  # current, and empty
+    assert [(e - s) for _, s, e, _ in prom.range_queries] == [(FILL_CHUNK_STEPS - 1) * 300] * 2
+    assert all(e == END for _, _, e, _ in prom.range_queries)
+
+
 async def test_a_young_workload_has_only_its_own_history_and_a_gone_one_none():
     clock = [NOW]
     young = lambda t: 0.2 if t > END - 2 * DAY else math.nan  # noqa: E731  (Prometheus returns no sample)
