@@ -1,13 +1,15 @@
-"""The anomaly detector's long baselines: eight days of each workload's CPU and memory at 5-minute
-steps, read from the recording rules through the owner join (`promql.history_queries`), one range
-query per family for all the cycle's namespaces.
+"""The anomaly detector's long baselines: eight days of each workload's history at 5-minute steps —
+CPU and memory from the recording rules, p95 latency and request rates from a histogram or counter —
+read through the recorded owner map (`promql.history_queries` and friends), one range query per family
+for all the cycle's namespaces.
 
 The answer changes only when the 5-minute step's end moves, so it is kept between cycles, keyed by
 that time: each move fetches only the steps since the last one (one sample per series, normally) and
-shifts the arrays in place; a namespace seen for the first time is filled six hours per query (at
-1,000 workloads a day's answer is 9 MiB of JSON and ~100 MiB parsed into Python lists; eight days in
-one answer would be near a GiB). Losing the cache (a restart) costs one fill. Samples are float32 with NaN for a missing step: 2,328 x 4 bytes = 9.1 KiB
-per series, where Python tuples of floats would take ~75 KiB.
+shifts the arrays in place; a namespace seen for the first time is filled six hours per query, newest
+first (at 1,000 workloads a day's answer is 9 MiB of JSON and ~100 MiB parsed into Python lists; eight
+days in one answer would be near a GiB). Losing the cache (a restart) costs one fill. Samples are
+float32 with NaN for a missing step: 2,328 x 4 bytes = 9.1 KiB per series, where Python tuples of
+floats would take ~75 KiB.
 """
 
 from __future__ import annotations
