@@ -316,12 +316,17 @@ Issues = list[tuple[str, ProcessIssue]]  # (PerformancePolicy ref, issue)
 def process_entries(node: str, facts: NodeFacts, requests: Sequence[ProcessRequest], limits: ProcessLimits,
                     previous_cpus: Mapping[tuple[str, str], tuple[int, ...]], issues: Issues) -> list[ProcessEntry]:
     wanted: list[tuple[ProcessRequest, PodRecord, str]] = []
+    # One entry per container (the NodeTuning is keyed by pod and container): the planner drops the loser
+    # of two policies on one workload, and should two requests still reach a container, the first policy
+    # by name keeps it.
+    taken: set[tuple[str, str]] = set()
     for req in sorted(requests, key=lambda r: r.policy):
         for pod in sorted(req.pods, key=lambda p: (p.namespace, p.name)):
             if pod.node != node or pod.phase in FINISHED_PHASES or not pod.uid:
                 continue
             for c in pod.containers:
-                if not req.tuning.containers or c.name in req.tuning.containers:
+                if (not req.tuning.containers or c.name in req.tuning.containers) and (pod.uid, c.name) not in taken:
+                    taken.add((pod.uid, c.name))
                     wanted.append((req, pod, c.name))
     if not limits.covered:
         for policy in sorted({req.policy for req, _, _ in wanted}):

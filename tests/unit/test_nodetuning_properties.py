@@ -130,9 +130,9 @@ def _two_policies_on_one_pod():
     return {"n1": NodeFacts({}, 2)}, [policy], requests, {}
 
 
-# Found by the bench profile, not fixed here (kubetune/nodetuning.py has another owner): the pod gets two
-# entries keyed (podUID, containerName) — the API server refuses such a NodeTuning — and CPU 1 twice.
-@example(_two_policies_on_one_pod()).xfail(raises=AssertionError, reason="two policies on one pod: two entries")
+# Found by the bench profile: two requests reaching one container gave it two entries (the API server
+# refuses such a NodeTuning) and pinned CPU 1 twice; the first policy by name now keeps the container.
+@example(_two_policies_on_one_pod())
 @given(worlds)
 def test_process_tuning_stays_within_every_matching_policys_limits(world):
     nodes, policies, requests, devices = world
