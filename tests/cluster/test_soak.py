@@ -1,4 +1,4 @@
-"""The soak, short: four policies under loads that flap around their thresholds for 3 minutes of operator
+"""The soak, short: five policies under loads that flap around their thresholds for 3 minutes of operator
 time (tests/cluster/soakrun.py; the 30-minute version is tests/bench/bench_soak.py).
 
 What a user would check afterwards, from the Deployment's template, the policy's status and the Events:
