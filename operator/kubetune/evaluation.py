@@ -32,7 +32,7 @@ from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
 from kubetune.predictions import HistoryVerdicts, Insights, analyse
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
-from kubetune.promql import QueryPlan, analysis_step, cycle_queries
+from kubetune.promql import QueryPlan, cycle_queries
 from kubetune.reasons import ConditionType, Reason
 from kubetune.records import ClusterView, PolicyRecord, conflicting
 from kubetune.settings import OperatorSettings
@@ -219,7 +219,7 @@ class Evaluator:
     async def _decide(self, facts: PolicyFacts, report: Report, view: ClusterView,
                       now: datetime) -> tuple[Decision, Insights]:
         spec, signals = facts.policy.spec, facts.signals
-        step = parse_duration(analysis_step(self.settings.query_step)).total_seconds()
+        step = self.settings.duration("query_step").total_seconds()
         full = parse_duration(ANALYSIS_WINDOW).total_seconds() / step
         warmup = int(self.settings.duration("rate_window").total_seconds() / step)
         insights = analyse(spec, signals, step, warmup_points=warmup if any(

@@ -17,7 +17,7 @@ from kubetune.api.performancepolicy import ActionRecord, Metric, PerformancePoli
 from kubetune.decisions import LATENCY_PERCENTILE, WorkloadSignals, workload_sustained_keys
 from kubetune.gates import PolicyFacts
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
-from kubetune.promql import (PromQuery, WorkloadQueries, analysis_step, history_queries, latency_history_queries,
+from kubetune.promql import (PromQuery, WorkloadQueries, history_queries, latency_history_queries,
                              request_history_queries, request_query_name, sustained, workload_series)
 from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
@@ -133,7 +133,7 @@ class PolicyMetrics:
         signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
                                    histogram=latency.histogram if latency else None,
                                    percentiles=latency.percentiles if latency else ())
-        step = parse_duration(analysis_step(self.settings.query_step)).total_seconds()
+        step = self.settings.duration("query_step").total_seconds()
         signals = with_workload_series(
             signals, results, histories.get("usage"), policy.namespace, spec.target_ref.name,
             full_points=int(parse_duration(FORECAST_WINDOW).total_seconds() / step),

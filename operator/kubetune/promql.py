@@ -87,11 +87,11 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
                                  f"{agg}_over_time({series}) and on (namespace, pod, container) "
                                  f"count_over_time({series}) >= {points}"))
     if plan.series_window:
-        queries.append(PromQuery("series:cpu", f"({usage['cpu']})[{plan.series_window}:{analysis_step(step)}]"))
-        queries.append(PromQuery("series:memory", f"({usage['memory']})[{plan.series_window}:{analysis_step(step)}]"))
+        queries.append(PromQuery("series:cpu", f"({usage['cpu']})[{plan.series_window}:{step}]"))
+        queries.append(PromQuery("series:memory", f"({usage['memory']})[{plan.series_window}:{step}]"))
     if plan.forecast_window:
         queries.append(workload_cpu_series(plan.namespaces, rate_window=rate_window, window=plan.forecast_window,
-                                           step=analysis_step(step)))
+                                           step=step))
     for counter, failed in sorted(plan.counters, key=lambda c: (c[0], c[1] or "")):
         # One query per counter (and per failed-request matcher) for every policy using it.
         matchers = f"{failed},{ns}" if failed else ns
@@ -113,17 +113,6 @@ def cycle_queries(plan: QueryPlan, *, rate_window: str, step: str, history: str)
                                    f"(increase(container_oom_events_total{{{CONTAINERS_ONLY},{ns}}}[{history}]))"),
         ]
     return queries
-
-
-# The analysis was built and calibrated on 15-second samples (20 over five minutes, 240 over an hour); a
-# finer query step only multiplies the points: at 2 s, 10,000 pods' five-minute series were 3 million
-# points a cycle, most of the operator's memory.
-ANALYSIS_MIN_STEP = "15s"
-
-
-def analysis_step(step: str) -> str:
-    """The step of the analysis series: the query step, but no finer than ANALYSIS_MIN_STEP."""
-    return step if _seconds(step) >= _seconds(ANALYSIS_MIN_STEP) else ANALYSIS_MIN_STEP
 
 
 # The recording rules' pod -> Deployment/StatefulSet/DaemonSet map (needs kube-state-metrics).

@@ -54,13 +54,3 @@ def test_request_counters_are_one_query_each_whatever_the_number_of_policies():
     assert failed.key == ("namespace", "pod") and failed.expr.startswith(
         'sum by (namespace, pod) (rate(http_requests_total{code=~"5..",namespace=~"')
 
-
-@pytest.mark.parametrize("query_step, series_step", [("2s", "15s"), ("15s", "15s"), ("30s", "30s")])
-def test_analysis_series_are_never_finer_than_fifteen_seconds(query_step, series_step):
-    # A short query step (for short `for:` windows) must not multiply the points of every pod's series.
-    queries = {q.name: q.expr for q in cycle_queries(
-        QueryPlan(frozenset({"team"}), series_window="5m", forecast_window="1h"),
-        rate_window="1m", step=query_step, history="24h")}
-    assert queries["series:cpu"].endswith(f"[5m:{series_step}]")
-    assert queries["series:memory"].endswith(f"[5m:{series_step}]")
-    assert queries["series:cpu:workload"].endswith(f"[1h:{series_step}]")
