@@ -71,5 +71,8 @@ class Reason(str, Enum):
 
 
 # Decisions that are routine: a Normal Event, and only when the reason changes.
+# Reasons that announce a change kubetune made (or failed to make): always posted as an Event.
+ACTIONS = frozenset({Reason.SCALED_UP, Reason.SCALED_DOWN, Reason.OPTIMIZED, Reason.COMPLETED, Reason.ROLLED_BACK,
+                     Reason.ROLLED_OUT, Reason.ACTION_FAILED})
 ROUTINE = frozenset({Reason.NO_RULE_FIRED, Reason.MODE_OFF, Reason.SCALED_UP, Reason.SCALED_DOWN,
                      Reason.OPTIMIZED, Reason.COOLDOWN, Reason.COMPLETED, Reason.HELD_BY_HYSTERESIS})

@@ -196,6 +196,21 @@ async def test_nothing_changed_means_no_second_status_write_and_no_second_event(
     assert len(kube.of("status")) == 1 and kube.reasons() == ["NoRuleFired"]
 
 
+
+async def test_data_that_comes_and_goes_announces_each_reason_once_per_ten_minutes():
+    # A scrape that misses now and then flips the policy NoData -> NoRuleFired -> NoData: the conditions
+    # follow every flip, an Event is posted for a reason only if it was not posted in the last 10 minutes.
+    data = cpu_batch(PODS, now=0.25, min5=0.25, max15=0.3)
+    prom, kube, at = FakePrometheus(batch=data), FakeKube(), [NOW]
+    ev = Evaluator(OperatorSettings(), prom, kube, OperatorMetrics(), clock=lambda: at[0])
+    p = policy()
+    for minute, batch in enumerate([data, {}, data, {}, data, {}] + [data] * 6 + [{}]):
+        at[0], prom.batch = NOW + timedelta(minutes=minute), batch
+        await ev.evaluate(p, view(p, [pod(n) for n in PODS]), await ev._fetch([p], 0.0))
+    assert cond(kube, ConditionType.METRICS_AVAILABLE).reason == Reason.NO_DATA.value  # the last flip, minute 12
+    # NoRuleFired at minute 0, NoData at 1, nothing more until NoData again at minute 12 (> 10 minutes after 1).
+    assert kube.reasons() == ["NoRuleFired", "NoData", "NoData"]
+
 # --- defect 1: a pending change keeps its verification -----------------------------------------------
 
 
