@@ -44,6 +44,9 @@ RESOURCE_OF_METRIC = {Metric.CPU_UTILIZATION: "cpu", Metric.MEMORY_UTILIZATION: 
 LATENCY_PERCENTILE = {Metric.LATENCY_P50_MS: 50, Metric.LATENCY_P90_MS: 90, Metric.LATENCY_P95_MS: 95,
                       Metric.LATENCY_P99_MS: 99}
 
+# maxChangesPerHour counts the changes applied this far back.
+RATE_LIMIT_WINDOW = timedelta(hours=1)
+
 
 @dataclass(frozen=True)
 class ContainerSignals:
@@ -591,7 +594,7 @@ def _finish(action: Action, rule: str, plan: _Plan, evidence: list[str], inputs:
         return Decision(Reason.COOLDOWN, f"{rule} wants {summary}; cooling down until {until:%Y-%m-%dT%H:%M:%SZ} "
                         f"(cooldown {spec.scaling.cooldown})",
                         recommendation_gap=gap(f"cooldown {spec.scaling.cooldown}"), **held)
-    last_hour = [a for a in applied if now - a.time < timedelta(hours=1)]
+    last_hour = [a for a in applied if now - a.time < RATE_LIMIT_WINDOW]
     if len(last_hour) >= spec.scaling.max_changes_per_hour:
         return Decision(Reason.RATE_LIMITED, f"{rule} wants {summary}; {len(last_hour)} changes in the last "
                         f"hour reached maxChangesPerHour",

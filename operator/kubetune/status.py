@@ -16,7 +16,7 @@ from kubetune.api.performancepolicy import (
     VerificationResult,
     VerificationState,
 )
-from kubetune.decisions import Decision, ResourceRecommendation, WorkloadSignals
+from kubetune.decisions import RATE_LIMIT_WINDOW, Decision, ResourceRecommendation, WorkloadSignals
 from kubetune.reasons import ConditionType, Reason
 from kubetune.workloads import ContainerResources, format_quantity
 
@@ -165,4 +165,9 @@ def record_decision(status: PerformancePolicyStatus, decision: Decision, now: da
     if last and not decision.apply and {k: getattr(last, k) for k in COMPARED} == {k: getattr(record, k) for k in COMPARED}:
         return status
     history = ((last,) if last else ()) + tuple(status.history)
-    return status.model_copy(update={"last_action": record, "history": history[:history_limit]})
+    # Every change applied within the last hour stays, whatever the limit: maxChangesPerHour (up to 60) is
+    # counted from them, and with only the newest `history_limit` (10 by default) kept, a limit above it
+    # was never reached and recorded recommendations pushed real changes out (found by the soak).
+    kept = tuple(r for i, r in enumerate(history)
+                 if i < history_limit or (r.applied and r.changes and now - r.time < RATE_LIMIT_WINDOW))
+    return status.model_copy(update={"last_action": record, "history": kept})

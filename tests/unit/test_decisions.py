@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kubetune.api.performancepolicy import Action, ActionRecord, Metric, PerformancePolicySpec
+from kubetune.api.performancepolicy import Action, ActionRecord, Metric, PerformancePolicySpec, PerformancePolicyStatus
 from kubetune.decisions import (
     ContainerSignals,
     PolicyInputs,
@@ -17,6 +17,8 @@ from kubetune.decisions import (
     recommend,
 )
 from kubetune.reasons import Reason
+from kubetune.settings import OperatorSettings
+from kubetune.status import record_decision
 
 pytestmark = pytest.mark.unit
 
@@ -403,3 +405,23 @@ def test_no_gap_is_reported_within_one_step_of_the_recommendation():
     c = replace(container(limit=0, request=1.0, history=FAR), sustained={("cpu", "min", "1m"): 1.0})
     decision = run(policy=spec(rules=[HIGH_LOAD_1M], scaling={"stepPercent": 20}), c=c)
     assert decision.reason is Reason.SCALED_UP and decision.recommendation_gap == ()
+
+
+def test_max_changes_per_hour_above_the_history_limit_is_enforced():
+    """maxChangesPerHour 12 with the loop's default history of 10 records: the status the loop keeps
+    (record_decision) must still hold every change of the last hour (the soak saw 20 changes in an hour
+    under a limit of 12)."""
+    policy = spec(rules=[HIGH_LOAD_1M], containers=[{"name": "*", "minAllowed": {"cpu": "10m"}, "maxAllowed": {"cpu": "64"}}],
+                  scaling={"stepPercent": 5, "cooldown": "1m", "maxChangesPerHour": 12})
+    status, request, applied_at = PerformancePolicyStatus(), 0.2, []
+    for minute in range(90):
+        now = NOW + timedelta(minutes=minute)
+        c = ContainerSignals("app", {"cpu": request}, {}, usage={"cpu": request}, sustained={("cpu", "min", "1m"): request})
+        past = ((status.last_action,) if status.last_action else ()) + tuple(status.history)
+        decision = decide(PolicyInputs(spec=policy, signals=WorkloadSignals(containers=(c,)), now=now, past_actions=past))
+        status = record_decision(status, decision, now, history_limit=OperatorSettings().history_limit)
+        if decision.apply:
+            applied_at.append(now)
+            request = next(ch.new for ch in decision.changes if ch.value == "requests")
+    in_an_hour = max(sum(start <= t < start + timedelta(hours=1) for t in applied_at) for start in applied_at)
+    assert in_an_hour == 12

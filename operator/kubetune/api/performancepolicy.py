@@ -609,8 +609,9 @@ class PerformancePolicyStatus(KubeModel):
     """The workload's latest signals."""
     last_action: ActionRecord | None = None
     """The most recent action."""
-    history: tuple[ActionRecord, ...] = optional_list(20)
-    """Earlier actions, newest first, at most 20."""
+    history: tuple[ActionRecord, ...] = optional_list(80)
+    """Earlier actions, newest first: the operator's history limit (at most 20), and beyond it every change
+    applied within the last hour (maxChangesPerHour, at most 60, counts them)."""
 
 
 class PerformancePolicy(KubeObject):
