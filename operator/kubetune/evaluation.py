@@ -190,7 +190,7 @@ class Evaluator:
         facts = cluster_facts(policy, view, conflict_with)
         verdict = first_verdict(CLUSTER_GATES, facts)
         if verdict is None:
-            facts = await self._gather(facts, batch, now)
+            facts = await self._gather(facts, batch, now, view)
             verdict = first_verdict(METRIC_GATES, facts)
         if verdict is not None:
             return await self.publisher.publish(policy, explain_verdict(report, facts, verdict))
@@ -203,10 +203,10 @@ class Evaluator:
 
     # --- gather ---------------------------------------------------------------------------------------
 
-    async def _gather(self, facts: PolicyFacts, batch: Batch, now: datetime) -> PolicyFacts:
+    async def _gather(self, facts: PolicyFacts, batch: Batch, now: datetime, view: ClusterView) -> PolicyFacts:
         if batch.results is None:
             return PolicyFacts(**{**facts.__dict__, "prometheus_error": batch.error})
-        signals = self.gather.joined(facts, batch.results, batch.histories)
+        signals = self.gather.joined(facts, batch.results, batch.histories, view.workloads.keys())
         try:
             if self.gather.needs_queries(facts.policy.spec):
                 signals = await asyncio.to_thread(self.gather.completed, facts, signals, now)

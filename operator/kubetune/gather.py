@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Collection, Iterable, Mapping
 
 from kubetune.analysis import BottleneckReason, ResourceSignal, find_bottleneck
 from kubetune.api.common import parse_duration
@@ -22,11 +22,11 @@ from kubetune.promql import (PromQuery, WorkloadQueries, history_queries, latenc
 from kubetune.records import ClusterView, PolicyRecord
 from kubetune.settings import OperatorSettings
 from kubetune.history import WorkloadHistory
-from kubetune.signals import (current_resources, pods_total, with_workload_histories, with_workload_series,
-                              workload_signals)
+from kubetune.signals import (POD_NAME_SUFFIX, PastPods, current_resources, pods_total, with_workload_histories,
+                              with_workload_series, workload_signals)
 from kubetune.tenancy import QueryNotConfined
 from kubetune.verification import MetricKind, MetricWindows
-from kubetune.workloads import ContainerResources, PodRecord
+from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef
 
 # The window of recent samples anomaly detection (without history) and correlation look at.
 ANALYSIS_WINDOW = "5m"
@@ -122,17 +122,24 @@ class PolicyMetrics:
 
     def __init__(self, prometheus: Prometheus, settings: OperatorSettings):
         self.prometheus, self.settings = prometheus, settings
+        self.past_pods = PastPods({})
 
     def joined(self, facts: PolicyFacts, results: Mapping[str, Samples],
-               histories: Mapping[str, WorkloadHistory] | None = None) -> WorkloadSignals:
+               histories: Mapping[str, WorkloadHistory] | None = None,
+               workloads: Collection[WorkloadRef] = ()) -> WorkloadSignals:
         """The batched answer (and the workload's histories that are current, by `history_sources` name)
-        joined with the pods (no query)."""
+        joined with the pods (no query); `workloads`: the known ones, so a pod of `api-x` is never read
+        as a past pod of `api`."""
         histories = histories or {}
         policy, spec = facts.policy, facts.policy.spec
         latency = spec.metrics.latency if spec.metrics else None
+        if not self.past_pods.answers_of(results):
+            self.past_pods = PastPods(results)
+        past = self.past_pods.of(policy.target, lambda name: any(
+            WorkloadRef(policy.namespace, kind, name) in workloads for kind in POD_NAME_SUFFIX)) if policy.target else ()
         signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
                                    histogram=latency.histogram if latency else None,
-                                   percentiles=latency.percentiles if latency else ())
+                                   percentiles=latency.percentiles if latency else (), past_pods=past)
         step = self.settings.duration("query_step").total_seconds()
         signals = with_workload_series(
             signals, results, histories.get("usage"), policy.namespace, spec.target_ref.name,

@@ -9,18 +9,59 @@ fire later, never sooner.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import replace
 from statistics import fmean
-from typing import Iterable, Mapping
+from typing import Callable, Collection, Iterable, Mapping
 
 from kubetune.decisions import ContainerSignals, WorkloadSignals
 from kubetune.history import WorkloadHistory
 from kubetune.promql import WORKLOAD_CPU_SERIES, histogram_quantile, request_query_name
 from kubetune.prometheus import Samples
-from kubetune.workloads import ContainerResources, PodRecord
+from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef
 
 HISTORY_QUERIES = ("cpu_p50", "cpu_p90", "cpu_peak", "memory_peak", "oom_kills")
+
+# What follows `<workload>-` in the names controllers give pods: Deployment `<pod-template-hash>-<5>`,
+# StatefulSet `<ordinal>`, DaemonSet `<5>`; hash and suffix are in Kubernetes' safe alphabet (no vowels,
+# no 0, 1, 3), so `api-gateway-...` never reads as a pod of `api`.
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+POD_NAME_SUFFIX = {"Deployment": re.compile(f"{_SAFE}{{1,10}}-{_SAFE}{{5}}"), "StatefulSet": re.compile(r"\d+"),
+                   "DaemonSet": re.compile(f"{_SAFE}{{5}}")}
+
+
+class PastPods:
+    """The pods the recommendation window's per-pod answers name, found again by workload name: after a
+    rollout the workload's history is in pods that no longer run, so the pod index no longer knows them.
+    Built once per history answer (the join then costs a lookup per policy, not a scan)."""
+
+    def __init__(self, results: Mapping[str, Samples]):
+        self.answers = tuple(results.get(q) for q in HISTORY_QUERIES)
+        self.by_prefix: dict[tuple[str, str], set[str]] = {}
+        for namespace, pod in {key[:2] for samples in self.answers for key in samples or ()}:
+            i = pod.find("-")
+            while i > 0:
+                self.by_prefix.setdefault((namespace, pod[:i]), set()).add(pod)
+                i = pod.find("-", i + 1)
+
+    def answers_of(self, results: Mapping[str, Samples]) -> bool:
+        """Whether this index was built from `results`' history answers (the loop keeps them between fetches)."""
+        return all(a is results.get(q) for a, q in zip(self.answers, HISTORY_QUERIES))
+
+    def of(self, ref: WorkloadRef, is_workload: Callable[[str], bool]) -> set[str]:
+        """The pods named as `ref`'s controller names them, except those a known workload with a longer
+        name claims (`api-x-bcdfg` is `api-x`'s DaemonSet pod when `api-x` exists, not `api`'s)."""
+        shape = POD_NAME_SUFFIX.get(ref.kind)
+        if shape is None:
+            return set()
+        found = set()
+        for pod in self.by_prefix.get((ref.namespace, ref.name), ()):
+            start = len(ref.name) + 1
+            if shape.fullmatch(pod, start) and not any(
+                    is_workload(pod[:i]) for i in range(start, len(pod)) if pod[i] == "-"):
+                found.add(pod)
+        return found
 
 
 def current_resources(pods: Iterable[PodRecord], template: tuple[ContainerResources, ...]) -> tuple[ContainerResources, ...]:
@@ -62,14 +103,18 @@ def _per_container(samples: Samples, namespace: str, pods: list[str], container:
 
 def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[PodRecord],
                      resources: tuple[ContainerResources, ...], *, histogram: str | None = None,
-                     percentiles: Iterable[int] = ()) -> WorkloadSignals:
+                     percentiles: Iterable[int] = (), past_pods: Collection[str] = ()) -> WorkloadSignals:
     """The cAdvisor families and histogram latency of one workload; application metrics from the
-    policy's own templates are added by the caller (gather.py)."""
+    policy's own templates are added by the caller (gather.py). The recommendation window's history is
+    of the running pods and `past_pods` (those gone since: a rollout must not forget the peak); the
+    recent families are of the running pods alone."""
     names = [p.name for p in pods if p.phase == "Running"]
+    history_names = names + sorted(set(past_pods) - set(names))
     containers = []
     for res in resources:
         def values(query: str) -> list[float]:
-            return _per_container(results.get(query, {}), namespace, names, res.name)
+            pods_asked = history_names if query in HISTORY_QUERIES else names
+            return _per_container(results.get(query, {}), namespace, pods_asked, res.name)
 
         cpu, memory = values("cpu"), values("memory")
         usage = {k: v for k, v in (("cpu", fmean(cpu) if cpu else None), ("memory", max(memory, default=None)))

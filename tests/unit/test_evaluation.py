@@ -19,6 +19,7 @@ from kubetune.settings import OperatorSettings
 from tests.unit.loopfakes import (
     MI,
     NOW,
+    NS,
     FakeKube,
     FakePrometheus,
     cpu_batch,
@@ -543,3 +544,56 @@ async def test_too_few_samples_verify_again_for_one_more_window_then_pass_saying
     assert verification.state is state
     if state is VerificationState.PASSED:  # every metric's verdict, the improvement included
         assert "not enough samples" in verification.message and "latencyP95Ms: 300 -> 120" in verification.message
+
+
+# --- soak defect 2: a rollout must not make hysteresis forget the workload's peak ---------------------
+
+OLD_POD, NEW_POD = "web-7c9d8f6b5-bcdfg", "web-6d4f8b9c7-hkmnp"  # the names a Deployment's controller gives
+SOAK_SINE = spec(containers=[{"name": "*", "controlledResources": ["cpu"], "minAllowed": {"cpu": "100m"},
+                              "maxAllowed": {"cpu": "2"}}],
+                 scaling={"method": "Rollout", "stepPercent": 20, "cooldown": "10s", "maxChangesPerHour": 12},
+                 rules=[{"name": "high-load", "metric": "cpuUtilization", "above": 80, "for": "20s",
+                         "action": "IncreaseResources"},
+                        {"name": "low-load", "metric": "cpuUtilization", "below": 20, "for": "20s",
+                         "action": "DecreaseResources"}])
+
+
+def quiet_batch(pod_name: str, history: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """`pod_name` running at 60m (12 % of 500m, under low-load's 20 % for 20 s); `history`: pod -> the
+    recommendation window's cpu_p50/cpu_p90/cpu_peak, as Prometheus answers them per pod."""
+    key = (NS, pod_name, "app")
+    batch = {"cpu": {key: 0.06}, "memory": {key: 100 * MI}, "cpu_max_20s": {key: 0.08}, "cpu_min_20s": {key: 0.05}}
+    for pod_of, figures in history.items():
+        for family, value in figures.items():
+            batch.setdefault(family, {})[(NS, pod_of, "app")] = value
+    return batch
+
+
+OLD_HISTORY = {"cpu_p50": 0.25, "cpu_p90": 0.40, "cpu_peak": 0.45}  # the sine's 90 % of 500m, an hour ago
+NEW_HISTORY = {"cpu_p50": 0.06, "cpu_p90": 0.08, "cpu_peak": 0.10}  # the new pod's first minutes
+
+
+@pytest.mark.parametrize("history_fetched_after_rollout", [False, True], ids=["history-kept-from-before", "history-refetched"])
+async def test_a_rollout_does_not_make_hysteresis_forget_the_peak_of_the_pods_it_replaced(history_fetched_after_rollout):
+    """The soak's evidence (docs/reliability.md, "Soak", defect 2): `sine` held by hysteresis at 625m by
+    its 450m peak, then its rollout replaced the pod and the next evaluations stepped 625m→500m→…→256m,
+    the new pod's minutes of history being all the join saw. The replaced pod's series are still in the
+    recommendation window's answer; the join must read them by the workload's pod names. A pod of
+    `web-api` (a longer name, not a pod of `web`) peaking at 2 cores must not count."""
+    p = policy(SOAK_SINE)
+    template = resources(cpu="625m", cpu_limit=None, memory="256Mi", memory_limit=None)
+    prom, kube = FakePrometheus(batch=quiet_batch(OLD_POD, {OLD_POD: OLD_HISTORY})), FakeKube()
+    ev = evaluator(prom, kube)
+    await ev.evaluate(p, view(p, [pod(OLD_POD, template)], template=template), await ev._fetch([p], 0.0))
+    assert not changed(kube) and "HeldByHysteresis" in kube.reasons(), kube.reasons()
+
+    # The rollout: the old pod is gone from the index, a new one runs.
+    prom.batch = quiet_batch(NEW_POD, {OLD_POD: OLD_HISTORY, NEW_POD: NEW_HISTORY,
+                                       "web-api-5b9c8d7f4-xzvtr": {"cpu_p50": 1.8, "cpu_p90": 1.9, "cpu_peak": 2.0}})
+    clock = 3600.0 if history_fetched_after_rollout else 10.0  # the history is asked every 5 minutes
+    await ev.evaluate(p, view(p, [pod(NEW_POD, template)], template=template), await ev._fetch([p], clock))
+    assert not changed(kube), f"decreased below what the 450m peak allows: {kube.of('template')}"
+    ready = cond(kube, ConditionType.READY)
+    assert ready.message.startswith("HeldByHysteresis") and "its peak 450m" in ready.message, ready.message
+    # The recommendation, too, is the workload's over the window: p90 400m x 1.15, not the new pod's 92m.
+    assert status(kube).containers[0].recommendation.target.cpu == "460m"
