@@ -4,7 +4,8 @@ scraped by the real Prometheus, `python -m kubetune.main` as a real process.
     .venv/bin/python -m pytest tests/bench/bench_operator.py -m bench -s
 
 Scale: KUBETUNE_BENCH_POLICIES (1000; one Deployment each), KUBETUNE_BENCH_REPLICAS (10 pods per
-Deployment), KUBETUNE_BENCH_MEASURE_SECONDS (60 per phase). Pods land on kwok-bench-N nodes of 1,000
+Deployment), KUBETUNE_BENCH_MEASURE_SECONDS (60 per phase); KUBETUNE_BENCH_MALLOC_ARENA_MAX (2, as the
+image; empty for glibc's default). Pods land on kwok-bench-N nodes of 1,000
 pods each (the template names the node, so the scheduler is not the bottleneck).
 
 Figures, each printed next to its target; nothing is asserted on time:
@@ -156,7 +157,9 @@ class Operator:
         self.env = {**cluster.env, "KUBETUNE_PROMETHEUS_URL": prometheus_url, "KUBETUNE_NAMESPACES": "",
                     "KUBETUNE_RATE_WINDOW": RATE_WINDOW, "KUBETUNE_QUERY_STEP": STEP, "KUBETUNE_TICK": "1",
                     "KUBETUNE_LEADER_ELECTION": "false", "KUBETUNE_METRICS_PORT": str(self.port), "KUBETUNE_LIVENESS_PORT": "0",
-                    "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10m"}
+                    "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10m",
+                    # As the image sets it (Dockerfile); KUBETUNE_BENCH_MALLOC_ARENA_MAX="" leaves glibc's default.
+                    **({"MALLOC_ARENA_MAX": arenas} if (arenas := os.environ.get("KUBETUNE_BENCH_MALLOC_ARENA_MAX", "2")) else {})}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
