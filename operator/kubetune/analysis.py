@@ -399,7 +399,24 @@ def detect_anomalies(
 # FORECAST_POINTS blocks first (the cost stays O(points) per series, and block means remove noise).
 FORECAST_WINDOW_SECONDS = 3_600
 FORECAST_POINTS = 120
-MIN_SEGMENT_POINTS = 8  # a trend is fitted on at least this many points after a level shift
+MIN_SEGMENT_POINTS = 8  # a level after a level shift is fitted on at least this many points
+# A slope is extrapolated only when it is fitted on at least this many points and lies TREND_MIN_Z
+# standard errors from zero, the errors widened for correlated residuals (below); otherwise the
+# forecast is the segment's level. The soak found both failures: eight noisy points after a level shift
+# read as "+34 points/min", and a 10 s rate of a 16 s square wave (its residuals follow each other)
+# as a trend at z > 3 with the textbook standard error.
+MIN_SLOPE_POINTS = 20
+TREND_MIN_Z = 3.0
+# After a level shift the new segment's slope also needs this much time: at a 2 s step, 20 points are
+# 40 s, in which noise that changes every few seconds (rate() smooths it into runs) often lines up.
+MIN_SLOPE_SECONDS_AFTER_SHIFT = 60.0
+# A trend is extrapolated at most this many times the span it was fitted on (then held): a minute of
+# slope says little about the next quarter of an hour.
+EXTRAPOLATION_SPANS = 2.0
+# Correlated residuals carry less information than as many independent ones: the slope's variance is
+# multiplied by (1 + r) / (1 - r), r the lag-1 autocorrelation of the residuals (the AR(1) variance
+# inflation), with r at most MAX_RESIDUAL_CORRELATION so that a perfect fit does not divide by zero.
+MAX_RESIDUAL_CORRELATION = 0.95
 # The trend is damped: it is believed for TREND_HALF_LIFE_SECONDS, then fades (damped Holt's idea:
 # trends in load do not go on forever, and an undamped line is the usual cause of false alarms).
 TREND_HALF_LIFE_SECONDS = 3_600.0
@@ -426,8 +443,8 @@ class ForecastBatch:
     """Per-series results of `forecast_batch` (one entry per row; NaN: too few samples)."""
 
     level: FloatArray  # the fitted level now
-    slope: FloatArray  # per second, of the segment since the last level shift (0 for a fresh step)
-    slope_z: FloatArray  # slope / its standard error: how sure the trend is (|z| >= 3: a real trend)
+    slope: FloatArray  # per second, extrapolated: 0 for a fresh step or a trend below TREND_MIN_Z
+    slope_z: FloatArray  # slope / its standard error (widened for correlated residuals): how sure it is
     value_at_horizon: FloatArray  # the damped forecast at the horizon
     spread: FloatArray  # the forecast's standard deviation at the horizon
     shift_samples_ago: npt.NDArray[np.int64]  # samples since the level shift used (-1: none found)
@@ -471,11 +488,14 @@ def forecast_batch(
     """Where each series (rows, oldest first) will be in `horizon` seconds, and how likely it crosses.
 
     1. Level shifts: the window is fitted three ways — one line; a line, a break, a new line (at
-       least MIN_SEGMENT_POINTS long); a line, a break and a flat new level (a step in the last few
-       samples) — and BIC picks one. A step is thereby a new level, not a steep trend.
+       least MIN_SLOPE_POINTS and MIN_SLOPE_SECONDS_AFTER_SHIFT long); a line, a break and a flat new
+       level (a step in the last few samples) — and BIC picks one. A step is thereby a new level, not
+       a steep trend.
     2. Level and trend: the least-squares line of the segment since the chosen break gives the level
-       now and the slope; the slope is damped with a half-life of TREND_HALF_LIFE_SECONDS (damped
-       trend, as in damped Holt), so a long horizon does not extrapolate it for ever.
+       now and the slope, if the slope is TREND_MIN_Z standard errors from zero (widened for
+       correlated residuals); otherwise the segment's mean is the level and there is no trend. The
+       slope is damped with a half-life of TREND_HALF_LIFE_SECONDS (damped trend, as in damped Holt)
+       and extrapolated at most EXTRAPOLATION_SPANS times the segment's span.
     3. Confidence: the forecast's distance beyond the threshold in units of its spread (the fitted
        line's uncertainty at the horizon, OBSERVATION_SHARE of the sample noise and TREND_DOUBT x the
        extrapolated change), turned into a probability by Platt scaling fitted on the quality harness
@@ -509,7 +529,8 @@ def forecast_batch(
     start = np.ascontiguousarray(np.broadcast_to(breaks, (n_series, breaks.size)))
     prefix = _line_fit(sums, np.zeros_like(start), start)
     suffix = _line_fit(sums, start, np.full_like(start, length))
-    line_suffix = breaks <= length - m
+    slope_points = max(MIN_SLOPE_POINTS, math.ceil(MIN_SLOPE_SECONDS_AFTER_SHIFT / point_step))
+    line_suffix = breaks <= length - slope_points  # a shorter new segment is a level, not a trend
     sse_break = prefix[5] + np.where(line_suffix, suffix[5], suffix[6])
     params = np.where(line_suffix, 5, 4)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -532,17 +553,33 @@ def forecast_batch(
     dof = np.fmax(valid - np.where(use_break, params[choice] if breaks.size else 2, 2), 1)
     sigma = np.sqrt(sse / dof)
     now = length - 1.0
-    level = mean_y + slope * (now - mean_t)
+    # The segment's residuals, for their lag-1 autocorrelation (see MAX_RESIDUAL_CORRELATION).
+    segment_start = np.where(use_break, breaks[choice] if breaks.size else 0, 0)
+    t = np.arange(length, dtype=np.float64)
+    in_segment = (t >= segment_start[:, None]) & (weights > 0)
+    residuals = np.where(in_segment, rows - (mean_y[:, None] + slope[:, None] * (t - mean_t[:, None])), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        slope_z = np.where((sxx > 0) & ~flat, slope * np.sqrt(sxx) / sigma, 0.0)
-
+        lag1 = (residuals[:, 1:] * residuals[:, :-1]).sum(-1) / (residuals**2).sum(-1)
+    r = np.clip(np.nan_to_num(lag1), 0.0, MAX_RESIDUAL_CORRELATION)
+    inflation = (1 + r) / (1 - r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope_z = np.where((sxx > 0) & ~flat, slope * np.sqrt(sxx) / (sigma * np.sqrt(inflation)), 0.0)
+    trending = ~flat & (n >= MIN_SLOPE_POINTS) & (np.abs(slope_z) >= TREND_MIN_Z)
+    # Without a trend the segment is one level: its mean, with the noise of a flat fit there.
+    flat_sse = chosen(prefix[5] + suffix[6], whole[6])
+    flat_sigma = np.sqrt(flat_sse / np.fmax(valid - np.where(use_break, 4, 1), 1))
+    sigma = np.where(trending, sigma, flat_sigma)
+    slope = np.where(trending, slope, 0.0)
+    level = mean_y + slope * (now - mean_t)
     ahead = horizon / point_step
     phi = 0.5 ** (point_step / TREND_HALF_LIFE_SECONDS)
     damped = ahead if phi >= 1 else phi * (1 - phi**ahead) / (1 - phi)
+    damped = np.minimum(damped, EXTRAPOLATION_SPANS * n)
     change = slope * damped
     forecast = level + change
     with np.errstate(divide="ignore", invalid="ignore"):
-        line_var = sigma**2 * (1 / n + np.where(flat | (sxx <= 0), 0.0, (now + damped - mean_t) ** 2 / sxx))
+        ahead_of_line = np.where(trending & (sxx > 0), (now + damped - mean_t) ** 2 / sxx, 0.0)
+        line_var = sigma**2 * inflation * (1 / n + ahead_of_line)
     spread = np.sqrt(line_var + OBSERVATION_SHARE * sigma**2 + (TREND_DOUBT * change) ** 2)
     scarce = valid < MIN_TREND_SAMPLES * 2
     for array in (level, slope, slope_z, forecast, spread):

@@ -266,8 +266,26 @@ def forecast_families(seed: int = 17, per_family: int = 10, days: int = 3) -> di
         walk -= np.convolve(walk, np.ones(240) / 240, mode="same")
         return noisy(rng.uniform(62, 72) + walk, (2.0, 4.0)[i % 2])
 
+    def flapping(i: int) -> np.ndarray:
+        # The soak's `fast` at this step: high and low in turn, each held 1-3 samples (shorter than
+        # the rule's SUSTAIN), a mean below the threshold: the condition never begins.
+        half = 1 + i % 3
+        high, low = rng.uniform(95, 120), rng.uniform(10, 40)
+        wave = np.where((np.arange(n) // half) % 2 == 0, high, low)
+        return noisy(wave, 2.0)
+
+    def flat_noise(i: int) -> np.ndarray:
+        # The soak's `noise`: uniform noise of +-5 to +-10 points around a low level, shifted by 10 %
+        # in turn up and down (the same load after a decrease, then after an increase).
+        level = np.full(n, rng.uniform(15, 30))
+        for k, t in enumerate(range(int(rng.integers(60, 240)), n, int(rng.integers(120, 480)))):
+            level[t:] *= 1.1 if k % 2 == 0 else 1 / 1.1
+        return np.clip(level + rng.uniform(-1, 1, n) * (5.0, 10.0)[i % 2], 0, None)
+
+    # Negative families last: the seeded draws of the families above stay as they were.
     for name, make in (("ramps", ramps), ("rising-below", rising_below), ("steps", steps),
-                       ("daily", daily), ("near-threshold", near)):
+                       ("daily", daily), ("near-threshold", near), ("flapping", flapping),
+                       ("flat-noise", flat_noise)):
         families[name] = [make(i) for i in range(per_family)]
     return families
 

@@ -472,3 +472,25 @@ def test_longer_series_are_averaged_into_blocks_and_falling_series_cross_below()
 def test_forecast_without_enough_samples_is_nan_and_never_acts(values) -> None:
     result = forecast_batch(np.asarray(values, dtype=float).reshape(1, -1), step=MINUTE, horizon=900.0, thresholds=80.0)
     assert math.isnan(result.level[0]) and not result.will_cross[0]
+
+
+def test_a_line_through_the_first_minute_after_a_shift_is_not_extrapolated() -> None:
+    # 2 s samples: five minutes at 20 %, then 25 s at about 24 % whose noise happens to climb. A line
+    # through those 12 points said "+34 points/min since a level shift 0 min ago" in the soak.
+    values = np.r_[np.full(150, 20.0), 24.0 + np.linspace(-2.0, 2.0, 12)] + rng().normal(0.0, 0.3, 162)
+    result = forecast_batch(values, step=2.0, horizon=900.0, thresholds=80.0)
+    assert 8 <= result.shift_samples_ago[0] <= 14
+    assert result.slope[0] == 0.0 and result.level[0] == pytest.approx(24.0, abs=1.0)
+    assert not result.will_cross[0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correlated_noise_is_not_a_trend(seed: int) -> None:
+    # Noise that changes every 5 s read as a 10 s rate every 2 s: runs of similar samples, which the
+    # textbook standard error takes for independent evidence of a slope. 40 s to 5 min of it.
+    held = np.repeat(rng(seed).uniform(15.0, 25.0, 80), 5)
+    rated = np.convolve(held, np.ones(10) / 10, mode="valid")[::2]
+    for n in range(20, 151, 5):
+        result = forecast_batch(rated[:n], step=2.0, horizon=900.0, thresholds=80.0)
+        assert not result.will_cross[0], f"{n} samples: probability {result.crossing_probability[0]:.2f}"
+        assert 15.0 <= result.value_at_horizon[0] <= 25.0, f"{n} samples: forecast {result.value_at_horizon[0]:.0f}"
