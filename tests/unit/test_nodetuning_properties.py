@@ -98,13 +98,17 @@ def test_resolution_does_not_depend_on_the_order_of_policies_or_requests(world, 
         _everything(_resolve(*world))
 
 
+def _active_on(node, nodes, policies):
+    """The policies that are not Off and whose node selector matches `node`."""
+    return [p for p in policies if p.spec.mode.value != "Off" and selector_matches(p.spec.node_selector, nodes[node].labels)]
+
+
 @given(worlds)
 def test_every_value_in_a_plan_comes_from_a_matching_policy_at_the_top_priority(world):
     nodes, policies, requests, devices = world
     result = _resolve(*world)
     for node, spec in result.specs.items():
-        active = [p for p in policies if p.spec.mode.value != "Off"
-                  and selector_matches(p.spec.node_selector, nodes[node].labels)]
+        active = _active_on(node, nodes, policies)
         offers: dict[str, list[tuple[int, str]]] = {}  # field -> (priority, value) of every active policy
         for p in active:
             for name, (value, _) in policy_fields(p.spec, devices.get(node, ())).items():
@@ -138,8 +142,7 @@ def test_process_tuning_stays_within_every_matching_policys_limits(world):
     nodes, policies, requests, devices = world
     result = _resolve(*world)
     for node, spec in result.specs.items():
-        matching = [p for p in policies if p.spec.mode.value != "Off"
-                    and selector_matches(p.spec.node_selector, nodes[node].labels)]
+        matching = _active_on(node, nodes, policies)
         floor = max([FLOOR] + [p.spec.process_tuning.min_nice for p in matching])
         pinned: list[int] = []
         containers = [(e["podUID"], e["containerName"]) for e in spec.get("processes", [])]
