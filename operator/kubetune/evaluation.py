@@ -36,12 +36,11 @@ from kubetune.promql import QueryPlan, cycle_queries
 from kubetune.reasons import ConditionType, Reason
 from kubetune.records import ClusterView, PolicyRecord, conflicting
 from kubetune.settings import OperatorSettings
+from kubetune.signals import HISTORY_QUERIES, PastPods
 from kubetune.status import record_decision
 from kubetune.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
-
-HISTORY_QUERIES = ("cpu_p50", "cpu_p90", "cpu_peak", "memory_peak", "oom_kills")
 
 
 def _now() -> datetime:
@@ -90,6 +89,8 @@ class Batch:
     error: str | None = None
     # The detector's baselines that are current, by source (`history_sources`)
     histories: Mapping[str, WorkloadHistory] = field(default_factory=dict)
+    # The pods the recommendation window's answers name, by workload name (gone ones included)
+    past_pods: PastPods = field(default_factory=lambda: PastPods({}))
 
 
 class Evaluator:
@@ -103,6 +104,7 @@ class Evaluator:
         self.last_run: dict[tuple[str, str], float] = {}
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
+        self.past_pods = PastPods({})  # indexes history_cache; rebuilt with it
         self.histories: dict[str, WorkloadHistory] = {}
         self.verdicts = HistoryVerdicts()
         self.active: Callable[[], bool] = lambda: True
@@ -155,7 +157,9 @@ class Evaluator:
         if with_history:
             self.last_history_fetch = clock
             self.history_cache = {k: v for k, v in results.items() if k in HISTORY_QUERIES}
-        return Batch({**self.history_cache, **results}, histories=await self._baselines(due))
+            self.past_pods = PastPods(self.history_cache)
+        return Batch({**self.history_cache, **results}, histories=await self._baselines(due),
+                     past_pods=self.past_pods)
 
     async def _baselines(self, due: list[PolicyRecord]) -> dict[str, WorkloadHistory]:
         """The detector's eight-day baselines per source, refreshed when the 5-minute step moves; a source
@@ -206,7 +210,7 @@ class Evaluator:
     async def _gather(self, facts: PolicyFacts, batch: Batch, now: datetime, view: ClusterView) -> PolicyFacts:
         if batch.results is None:
             return PolicyFacts(**{**facts.__dict__, "prometheus_error": batch.error})
-        signals = self.gather.joined(facts, batch.results, batch.histories, view.workloads.keys())
+        signals = self.gather.joined(facts, batch.results, batch.histories, view.workloads.keys(), batch.past_pods)
         try:
             if self.gather.needs_queries(facts.policy.spec):
                 signals = await asyncio.to_thread(self.gather.completed, facts, signals, now)

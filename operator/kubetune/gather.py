@@ -122,21 +122,19 @@ class PolicyMetrics:
 
     def __init__(self, prometheus: Prometheus, settings: OperatorSettings):
         self.prometheus, self.settings = prometheus, settings
-        self.past_pods = PastPods({})
 
     def joined(self, facts: PolicyFacts, results: Mapping[str, Samples],
                histories: Mapping[str, WorkloadHistory] | None = None,
-               workloads: Collection[WorkloadRef] = ()) -> WorkloadSignals:
+               workloads: Collection[WorkloadRef] = (), past_pods: PastPods | None = None) -> WorkloadSignals:
         """The batched answer (and the workload's histories that are current, by `history_sources` name)
-        joined with the pods (no query); `workloads`: the known ones, so a pod of `api-x` is never read
-        as a past pod of `api`."""
+        joined with the pods (no query); `past_pods`: the index of the recommendation window's pods, gone
+        ones included; `workloads`: the known ones, so a pod of `api-x` is never read as a past pod of `api`."""
         histories = histories or {}
         policy, spec = facts.policy, facts.policy.spec
         latency = spec.metrics.latency if spec.metrics else None
-        if not self.past_pods.answers_of(results):
-            self.past_pods = PastPods(results)
-        past = self.past_pods.of(policy.target, lambda name: any(
-            WorkloadRef(policy.namespace, kind, name) in workloads for kind in POD_NAME_SUFFIX)) if policy.target else ()
+        past = past_pods.of(policy.target, lambda name: any(
+            WorkloadRef(policy.namespace, kind, name) in workloads for kind in POD_NAME_SUFFIX)) \
+            if past_pods is not None and policy.target else ()
         signals = workload_signals(results, policy.namespace, list(facts.pods), facts.resources,
                                    histogram=latency.histogram if latency else None,
                                    percentiles=latency.percentiles if latency else (), past_pods=past)

@@ -34,20 +34,15 @@ POD_NAME_SUFFIX = {"Deployment": re.compile(f"{_SAFE}{{1,10}}-{_SAFE}{{5}}"), "S
 class PastPods:
     """The pods the recommendation window's per-pod answers name, found again by workload name: after a
     rollout the workload's history is in pods that no longer run, so the pod index no longer knows them.
-    Built once per history answer (the join then costs a lookup per policy, not a scan)."""
+    Built by the loop once per history answer (the join then costs a lookup per policy, not a scan)."""
 
     def __init__(self, results: Mapping[str, Samples]):
-        self.answers = tuple(results.get(q) for q in HISTORY_QUERIES)
         self.by_prefix: dict[tuple[str, str], set[str]] = {}
-        for namespace, pod in {key[:2] for samples in self.answers for key in samples or ()}:
+        for namespace, pod in {key[:2] for q in HISTORY_QUERIES for key in results.get(q) or ()}:
             i = pod.find("-")
             while i > 0:
                 self.by_prefix.setdefault((namespace, pod[:i]), set()).add(pod)
                 i = pod.find("-", i + 1)
-
-    def answers_of(self, results: Mapping[str, Samples]) -> bool:
-        """Whether this index was built from `results`' history answers (the loop keeps them between fetches)."""
-        return all(a is results.get(q) for a, q in zip(self.answers, HISTORY_QUERIES))
 
     def of(self, ref: WorkloadRef, is_workload: Callable[[str], bool]) -> set[str]:
         """The pods named as `ref`'s controller names them, except those a known workload with a longer
@@ -180,7 +175,7 @@ def with_workload_histories(signals: WorkloadSignals, histories: Mapping[str, Wo
                             workload: str, *, histogram: str | None, error: tuple[str, str] | None,
                             throughput: str | None) -> WorkloadSignals:
     """`signals` with the workload-level histories the policy's sources have (batched per histogram and
-    request counter through the owner join; keys as `Evaluator.history_sources` names them): p95 latency in
+    request counter through the owner join; keys as `gather.history_sources` names them): p95 latency in
     ms, error rate in percent, throughput in requests per second. Templates have none: per policy, they
     cannot be batched."""
     changes = {}
