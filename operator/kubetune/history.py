@@ -148,12 +148,9 @@ class WorkloadHistory:
 
     def get(self, family: str, namespace: str, workload: str, container: str = "") -> np.ndarray:
         array = self.series.get((family, namespace, workload, container))
-        if array is None:
-            return _EMPTY
-        valid = np.flatnonzero(~np.isnan(array))
         # A view, no copy: valid until the next refresh shifts the arrays (the loop refreshes between
         # cycles, never while policies are evaluated).
-        return array[valid[0]:] if valid.size else _EMPTY
+        return _EMPTY if array is None else _from_first_sample(array)
 
     def share(self, part: str, whole: str, namespace: str, workload: str) -> np.ndarray:
         """`part` / `whole` of a workload per step (e.g. failed / all requests): 0 where `whole` is 0 or
@@ -165,8 +162,7 @@ class WorkloadHistory:
         failed = np.zeros_like(total) if found is None else np.nan_to_num(found, nan=0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, failed / total, np.where(np.isnan(total), np.nan, 0.0)).astype(np.float32)
-        valid = np.flatnonzero(~np.isnan(ratio))
-        return ratio[valid[0]:] if valid.size else _EMPTY
+        return _from_first_sample(ratio)
 
     def nbytes(self) -> int:
         """The arrays' bytes (what grows with workloads; the dict and keys add ~0.3 KiB per series)."""
@@ -174,6 +170,12 @@ class WorkloadHistory:
 
 
 _EMPTY = np.empty(0, dtype=np.float32)
+
+
+def _from_first_sample(array: np.ndarray) -> np.ndarray:
+    """`array` without its leading steps from before the workload's first sample."""
+    valid = np.flatnonzero(~np.isnan(array))
+    return array[valid[0]:] if valid.size else _EMPTY
 
 
 def _family(query: PromQuery) -> str:

@@ -153,6 +153,15 @@ class Kube:
     def _count(self) -> None:
         self.calls += 1
 
+    def _apply(self, what: str, path: str, body: Mapping[str, Any], *, manager: str) -> None:
+        """Server-side apply of `body` at `path` as field manager `manager`, taking over its fields
+        (force): the whole intent is sent, so a conflict is retried as it stands."""
+        _call(what, self.custom.api_client.call_api, path, "PATCH",
+              query_params=[("fieldManager", manager), ("force", "true")],
+              header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+              body=body, auth_settings=["BearerToken"], _return_http_data_only=True, on_conflict=_always,
+              sleep=self.sleep)
+
     # --- workloads and pods ----------------------------------------------------------------------
 
     def resize_pod(self, namespace: str, name: str, containers: Mapping[str, Mapping[str, Any]]) -> None:
@@ -203,11 +212,9 @@ class Kube:
         body = {"apiVersion": constants.API_VERSION, "kind": names.kind,
                 "metadata": {"name": name, "namespace": namespace},
                 "status": {"conditions": [dict(condition)] if condition else []}}
-        _call(f"apply {condition_type} condition of {names.kind} {namespace}/{name}", self.custom.api_client.call_api,
-              f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{names.plural}/{name}/status",
-              "PATCH", query_params=[("fieldManager", "kubetune-node-planner"), ("force", "true")],
-              header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-              body=body, auth_settings=["BearerToken"], _return_http_data_only=True)
+        self._apply(f"apply {condition_type} condition of {names.kind} {namespace}/{name}",
+                    f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{names.plural}/{name}/status",
+                    body, manager="kubetune-node-planner")
 
     def event(self, involved: Mapping[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on `involved` (apiVersion, kind, name, namespace, uid); never raises:
@@ -268,12 +275,8 @@ class Kube:
         if annotations:
             metadata["annotations"] = dict(annotations)
         body = {"apiVersion": constants.API_VERSION, "kind": names.kind, "metadata": metadata, "spec": dict(spec)}
-        _call(f"apply NodeTuning {name}", self.custom.api_client.call_api,
-              f"/apis/{constants.GROUP}/{constants.VERSION}/{names.plural}/{name}", "PATCH",
-              query_params=[("fieldManager", "kubetune-operator"), ("force", "true")],
-              header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-              body=body, auth_settings=["BearerToken"], _return_http_data_only=True, on_conflict=_always,
-              sleep=self.sleep)
+        self._apply(f"apply NodeTuning {name}", f"/apis/{constants.GROUP}/{constants.VERSION}/{names.plural}/{name}",
+                    body, manager="kubetune-operator")
 
     def patch_node_tuning_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Merge `status` into the NodeTuning's status (the operator only writes its Ready condition

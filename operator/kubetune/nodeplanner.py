@@ -177,6 +177,17 @@ def process_tuning_update(policy: PolicyRecord, result: Resolution, now: datetim
     return desired, observed
 
 
+def process_tuning_event(before: tuple | None, after: tuple | None) -> str | None:
+    """The Event type for a ProcessTuning condition going from `before` to `after` ((status, reason,
+    message, generation) or None), or None: a Warning while something is withheld, a Normal one when it
+    is met again after that; nothing when what it says did not change, or for a condition met from the start."""
+    if not after or after[:3] == (before or ())[:3]:
+        return None
+    if after[0] == "False":
+        return "Warning"
+    return "Normal" if before and before[0] == "False" else None
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -289,9 +300,8 @@ class NodePlanner:
         self.sent[key] = (said(desired), policy.status)
         before = self.announced.get(key, said(observed))
         self.announced[key] = said(desired)
-        if desired and said(desired)[:3] != (before or ())[:3] and (desired["status"] == "False" or (before and before[0] == "False")):
-            await asyncio.to_thread(self.kube.event, policy.involved(), "Normal" if desired["status"] == "True"
-                                    else "Warning", desired["reason"], desired["message"])
+        if event_type := process_tuning_event(before, said(desired)):
+            await asyncio.to_thread(self.kube.event, policy.involved(), event_type, desired["reason"], desired["message"])
 
     @staticmethod
     def _involved(node: str, rec: NodeTuningRecord) -> dict[str, str]:
