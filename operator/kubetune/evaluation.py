@@ -1,4 +1,4 @@
-"""The evaluation loop, the hot path. Every tick it takes the policies whose interval has elapsed, asks
+"""The evaluation loop, the hot path. Each cycle takes the policies falling due (`start_by`), asks
 Prometheus one batched query per metric family, and runs each policy through
 
     gather (gather.py) -> gates (gates.py) -> upkeep and decide (decisions.py) -> act (actuator.py)
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
@@ -47,15 +48,36 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, str], float], clock: float) -> list[PolicyRecord]:
-    due = []
-    for p in policies:
-        if p.spec is None or p.spec.mode is Mode.OFF:
-            due.append(p)  # still reported: an invalid or switched-off policy says so in status
-            continue
-        if clock - last_run.get(p.key, float("-inf")) >= parse_duration(p.spec.interval).total_seconds():
-            due.append(p)
-    return due
+# Cycles start at least this far apart: policies falling due within it share one cycle and its queries.
+MIN_CYCLE_GAP = 1.0
+# How many recent cycles' durations set the lead (the longest of them: one quick cycle must not shrink it).
+RECENT_CYCLES = 3
+
+
+def start_by(policy: PolicyRecord, last_run: Mapping[tuple[str, str], float], lead: float, tick: float) -> float:
+    """The latest moment (on the loop's monotonic clock) to start evaluating `policy` again.
+
+    A policy's interval bounds its reaction: a condition that began holding just after one evaluation
+    read Prometheus must be acted on within an interval of that read. An evaluation acts up to a cycle
+    after it starts, so it starts `lead` (how long cycles take) before the interval is up; at most half
+    an interval early, which bounds the extra evaluations a slow cycle costs. An invalid or switched-off
+    policy is only reported, once a tick."""
+    last = last_run.get(policy.key)
+    if last is None:
+        return float("-inf")
+    if policy.spec is None or policy.spec.mode is Mode.OFF:
+        return last + tick
+    interval = parse_duration(policy.spec.interval).total_seconds()
+    return last + interval - min(lead, interval / 2)
+
+
+def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, str], float], clock: float,
+                 lead: float = 0.0, tick: float = 0.0) -> list[PolicyRecord]:
+    """The policies to evaluate in a cycle starting at `clock`: those whose start-by moment has come or
+    comes before the next cycle could start (a cycle, or the minimum gap, from now) — still at most half
+    an interval early."""
+    lookahead = max(lead, MIN_CYCLE_GAP)
+    return [p for p in policies if start_by(p, last_run, lead + lookahead, tick) <= clock]
 
 
 def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPlan:
@@ -102,6 +124,7 @@ class Evaluator:
         self.upkeep = Upkeep(self.actuator, self.gather, metrics)
         self.publisher = Publisher(kube, clock)
         self.last_run: dict[tuple[str, str], float] = {}
+        self.recent_cycles: deque[float] = deque(maxlen=RECENT_CYCLES)  # seconds, start to last action
         self.last_history_fetch = float("-inf")
         self.history_cache: dict[str, Samples] = {}
         self.past_pods = PastPods({})  # indexes history_cache; rebuilt with it
@@ -114,13 +137,24 @@ class Evaluator:
                           active: Callable[[], bool] = lambda: True, owns: Callable[[str], bool] = lambda ns: True) -> None:
         self.active, self.owns = active, owns
         await run_every(self.settings.tick, lambda: self.cycle(view()), name="evaluation", ready=ready,
-                        on_failure=self.metrics.cycle_failures.inc, active=active)
+                        on_failure=self.metrics.cycle_failures.inc, active=active, clock=time.monotonic,
+                        next_start=lambda: self.next_start(view()), min_gap=MIN_CYCLE_GAP)
+
+    def lead(self) -> float:
+        return max(self.recent_cycles, default=0.0)
+
+    def next_start(self, view: ClusterView) -> float:
+        """When the next cycle must start (monotonic): the earliest start-by moment of the policies this
+        replica evaluates."""
+        return min((start_by(p, self.last_run, self.lead(), self.settings.tick)
+                    for p in view.policies if self.owns(p.namespace)), default=float("inf"))
 
     async def cycle(self, view: ClusterView) -> None:
         clock = time.monotonic()
         policies = list(view.policies)
         # Sharded: only the namespaces of the shards this replica holds (conflicts still see every policy).
-        due = due_policies([p for p in policies if self.owns(p.namespace)], self.last_run, clock)
+        due = due_policies([p for p in policies if self.owns(p.namespace)], self.last_run, clock, self.lead(),
+                           self.settings.tick)
         if not due:
             return
         start = time.perf_counter()
@@ -141,6 +175,7 @@ class Evaluator:
                     log.warning("policy %s/%s: %s", policy.namespace, policy.name, e)
 
         await asyncio.gather(*(one(p) for p in due))
+        self.recent_cycles.append(time.monotonic() - clock)
         self.metrics.cycle_seconds.observe(time.perf_counter() - start)
 
     async def _fetch(self, due: list[PolicyRecord], clock: float) -> Batch:

@@ -12,11 +12,15 @@ log = logging.getLogger(__name__)
 async def run_every(tick: float, cycle: Callable[[], Awaitable[None]], *, name: str,
                     ready: asyncio.Event | None = None, on_failure: Callable[[], None] = lambda: None,
                     active: Callable[[], bool] = lambda: True, clock: Callable[[], float] | None = None,
-                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                    next_start: Callable[[], float] | None = None, min_gap: float = 0.0) -> None:
     """Run `cycle` every `tick` seconds once `ready`, skipping ticks while not `active` (a standby replica).
 
     Fixed-rate: the next cycle starts `tick` after this one started (at once if this one took longer),
-    so a policy's interval is not stretched by the cycle's own duration."""
+    so a policy's interval is not stretched by the cycle's own duration. With `next_start` (a moment on
+    `clock` when work falls due) the next cycle starts then instead, if that is sooner than a tick,
+    but never sooner than `min_gap` after this one started: work falling due within that gap shares a
+    cycle."""
     if ready is not None:
         await ready.wait()  # the indexes are filled: an empty one would read as "nothing exists"
     clock = clock or asyncio.get_running_loop().time
@@ -30,4 +34,7 @@ async def run_every(tick: float, cycle: Callable[[], Awaitable[None]], *, name: 
         except Exception:  # one bad cycle must not stop the loop; the next one retries
             log.exception("%s cycle failed", name)
             on_failure()
-        await sleep(max(0.0, tick - (clock() - started)))
+        wake = started + tick
+        if next_start is not None:
+            wake = min(wake, max(started + min_gap, next_start()))
+        await sleep(max(0.0, wake - clock()))

@@ -46,7 +46,8 @@ class OperatorSettings(BaseModel):
     evaluation_concurrency: int = Field(default=8, ge=1, le=64)
     """Policies evaluated at once (their API calls and own queries overlap; each is one workload)."""
     tick: float = Field(default=5.0, gt=0)
-    """Seconds between checks for policies whose interval has elapsed."""
+    """The longest the loops wait between cycles: new policies are seen within it; the evaluation loop
+    wakes sooner when a policy falls due (evaluation.start_by)."""
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty = the whole cluster."""
     min_nice: int = Field(default=-10, ge=-20, le=19)

@@ -52,3 +52,15 @@ async def test_standby_skips_and_a_failing_cycle_does_not_stop_the_loop():
 
     await run(time, tick=1.0, cycle=cycle, active=lambda: time.now >= 2.0, on_failure=lambda: failures.append(1))
     assert calls == [2.0, 3.0, 4.0, 5.0] and len(failures) == 4
+
+
+async def test_work_falling_due_before_the_tick_starts_a_cycle_then_but_never_within_the_gap():
+    time = FakeTime(stop_after=3)
+    due_at = iter([3.5, 0.2, 100.0])  # what each cycle leaves due next: soon, overdue, nothing before the tick
+
+    async def cycle():
+        time.now += 0.5
+
+    await run(time, tick=5.0, cycle=cycle, next_start=lambda: next(due_at), min_gap=1.0)
+    # 0 → 3.5 (due); 3.5 → 4.5 (overdue, but a cycle just started); 4.5 → 9.5 (the tick)
+    assert time.sleeps == [3.0, 0.5, 4.5]
