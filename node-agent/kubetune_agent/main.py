@@ -21,9 +21,13 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import requests
+
+from kubetune.kube import MERGE, ApiError, Gone, KubeError, event_body, load_api_client, send
 
 from .agent import CycleReport, NodeAgent
 from .collectors import NodeCollector, block_devices
@@ -78,41 +82,37 @@ class NodeTuningWatch:
     """Watches one NodeTuning, applies it each interval, writes its status and Node Events."""
 
     def __init__(self, settings: AgentSettings, agent: NodeAgent) -> None:
-        from kubernetes import client, config, watch
-
         from kubetune import constants
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
         self.settings, self.agent = settings, agent
-        self.custom, self.core, self.watch = client.CustomObjectsApi(), client.CoreV1Api(), watch
-        self.client = client
-        self.group, self.version = constants.GROUP, constants.VERSION
-        self.plural = constants.NODE_TUNING.plural
+        self.api = load_api_client()
+        self.path = f"/apis/{constants.GROUP}/{constants.VERSION}/{constants.NODE_TUNING.plural}"
+        self.api_version = constants.API_VERSION
         self.obj: dict | None = None
         self.known = False  # whether the API server has told us the object's state yet
         self.standby: str | None = None  # why this process only samples (another holds the journal)
         if not agent.collector.latency_targets:
             # The default latency probe: the API endpoint this agent already depends on, so it
             # exists on every cluster and every node must reach it.
-            endpoint = api_endpoint(client.Configuration.get_default_copy().host)
+            endpoint = api_endpoint(self.api.server)
             agent.collector.latency_targets = (endpoint,) if endpoint else ()
         log.info("network latency targets: %s", ", ".join(agent.collector.latency_targets) or "none")
 
+    def _send(self, what: str, method: str, path: str, body: dict | None = None, **kwargs) -> Any:
+        return send(self.api, what, method, path, body, **kwargs)
+
     def run(self) -> None:
         name = self.settings.node_name
+        interval = max(1, int(self.settings.collection_interval_seconds))
         while True:
             try:
                 self.refresh()
                 self.tick()
                 # The watch's server-side timeout is the collection interval: each return is a tick.
-                stream = self.watch.Watch().stream(
-                    self.custom.list_cluster_custom_object, self.group, self.version, self.plural,
-                    field_selector=f"metadata.name={name}",
-                    timeout_seconds=max(1, int(self.settings.collection_interval_seconds)))
-                for event in stream:
+                for event in self.api.watch(self.path, {"fieldSelector": f"metadata.name={name}",
+                                                        "timeoutSeconds": interval}, timeout=(30, interval + 30)):
+                    if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                        continue
                     before = _plan_version(self.obj)
                     self.obj = None if event["type"] == "DELETED" else event["object"]
                     self.known = True
@@ -120,17 +120,17 @@ class NodeTuningWatch:
                     # status patch comes back as MODIFIED too, and reacting to it would loop.
                     if _plan_version(self.obj) != before:
                         self.tick()
-            except self.client.ApiException as error:
-                log.warning("API server: %s %s; sampling only until it answers", error.status, error.reason)
+            except (KubeError, ApiError, Gone, requests.RequestException) as error:
+                log.warning("API server: %s; sampling only until it answers", error)
                 self.known = False
                 self.agent.cycle(None)
                 time.sleep(self.settings.collection_interval_seconds)
 
     def refresh(self) -> None:
         try:
-            self.obj = self.custom.get_cluster_custom_object(self.group, self.version, self.plural,
-                                                             self.settings.node_name)
-        except self.client.ApiException as error:
+            self.obj = self._send(f"get NodeTuning {self.settings.node_name}", "GET",
+                                  f"{self.path}/{self.settings.node_name}")
+        except KubeError as error:
             if error.status != 404:
                 raise
             self.obj = None  # no NodeTuning: the plan is empty, journaled originals go back
@@ -165,12 +165,13 @@ class NodeTuningWatch:
         ids = {}
         for entry in (self.obj or {}).get("spec", {}).get("processes", []):
             try:
-                pod = self.core.read_namespaced_pod(entry["podName"], entry["namespace"])
-            except self.client.ApiException:
+                pod = self._send(f"get pod {entry['namespace']}/{entry['podName']}", "GET",
+                                 f"/api/v1/namespaces/{entry['namespace']}/pods/{entry['podName']}")
+            except KubeError:
                 continue
-            for status in pod.status.container_statuses or []:
-                if status.container_id and status.name == entry["containerName"]:
-                    ids[(entry["podUID"], status.name)] = normalise_container_id(status.container_id)
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                if status.get("containerID") and status.get("name") == entry["containerName"]:
+                    ids[(entry["podUID"], status["name"])] = normalise_container_id(status["containerID"])
         return ids
 
     def write_status(self, report: CycleReport) -> None:
@@ -185,8 +186,8 @@ class NodeTuningWatch:
         # Before the patch: the cycle's transitions are not seen again if the patch fails.
         for event in self.events(report):
             self.post_event(event.reason, event.message, event.warning)
-        self.custom.patch_cluster_custom_object_status(self.group, self.version, self.plural,
-                                                       self.settings.node_name, {"status": status.to_dict()})
+        self._send(f"patch status of NodeTuning {self.settings.node_name}", "PATCH",
+                   f"{self.path}/{self.settings.node_name}/status", {"status": status.to_dict()}, content_type=MERGE)
         before = {c.type: c.status for c in (current.status.conditions if current.status else ())}
         for condition in status.conditions:
             # Warning has an Event per threshold transition above, naming the metric.
@@ -205,35 +206,30 @@ class NodeTuningWatch:
     def pod_names(self) -> dict[str, str]:
         """Pod UID -> namespace/name for the pods on this node (to name them in an investigation)."""
         try:
-            pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.settings.node_name}")
-        except self.client.ApiException as error:
-            log.warning("pods on %s not listed (%s): the investigation names pod UIDs", self.settings.node_name,
-                        error.reason)
+            pods = self._send(f"list pods on {self.settings.node_name}", "GET", "/api/v1/pods",
+                              params={"fieldSelector": f"spec.nodeName={self.settings.node_name}"})["items"]
+        except KubeError as error:
+            log.warning("pods on %s not listed (%s): the investigation names pod UIDs", self.settings.node_name, error)
             return {}
-        return {p.metadata.uid: f"{p.metadata.namespace}/{p.metadata.name}" for p in pods.items}
+        return {p["metadata"]["uid"]: f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods}
 
     def post_event(self, reason: str, message: str, warning: bool, nodetuning: bool = True) -> None:
         """The Event on the Node and (when it exists) on the NodeTuning, so both `kubectl describe
         node` and `kubectl describe nt` tell the story."""
         node = self.settings.node_name
         log.info("event %s on %s: %s", reason, node, message)
-        targets = [self.client.V1ObjectReference(kind="Node", name=node, api_version="v1", uid=node)]
+        targets = [{"kind": "Node", "name": node, "apiVersion": "v1", "uid": node}]
         meta = (self.obj or {}).get("metadata", {})
         if nodetuning and meta.get("uid"):
-            targets.append(self.client.V1ObjectReference(kind="NodeTuning", name=node, uid=meta["uid"],
-                                                         api_version=f"{self.group}/{self.version}"))
+            targets.append({"kind": "NodeTuning", "name": node, "uid": meta["uid"], "apiVersion": self.api_version})
         now = datetime.now(UTC)
         for involved in targets:
-            body = self.client.CoreV1Event(
-                metadata=self.client.V1ObjectMeta(generate_name=f"{node}.kubetune-"),
-                involved_object=involved, reason=reason, message=message[:1024],
-                type="Warning" if warning else "Normal",
-                source=self.client.V1EventSource(component="kubetune-agent", host=node),
-                first_timestamp=now, last_timestamp=now, count=1)
+            body = event_body(involved, "Warning" if warning else "Normal", reason, message, component="kubetune-agent",
+                              host=node, name_prefix=f"{node}.kubetune-", now=now)
             try:
-                self.core.create_namespaced_event("default", body)
-            except self.client.ApiException as error:
-                log.warning("event on %s %s not recorded: %s", involved.kind, node, error.reason)
+                self._send(f"post Event {reason}", "POST", "/api/v1/namespaces/default/events", body)
+            except KubeError as error:
+                log.warning("event on %s %s not recorded: %s", involved["kind"], node, error)
 
 
 # Every setting, as `--help` lists it: (environment variable, AgentSettings field, what it is).

@@ -12,8 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from types import SimpleNamespace
 from typing import Any
+
+from kubetune import constants
+from kubetune.kube import KubeError, load_api_client, send
 
 # The cAdvisor series every workload rule reads (promql.py builds its queries on them).
 CADVISOR_SERIES = ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes")
@@ -248,71 +250,63 @@ def _gather_prometheus(prometheus) -> dict[str, Any]:
     return {"series_counts": counts, "samples_in_5m": samples, "rule_groups": groups}
 
 
-def _service_account(clients: Any, namespace: str, component: str) -> str | None:
-    accounts = clients.core.list_namespaced_service_account(
-        namespace, label_selector=f"app.kubernetes.io/component={component}").items
-    return accounts[0].metadata.name if accounts else None
+def _service_account(api: Any, namespace: str, component: str) -> str | None:
+    accounts = send(api, "list ServiceAccounts", "GET", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                    params={"labelSelector": f"app.kubernetes.io/component={component}"})["items"]
+    return accounts[0]["metadata"]["name"] if accounts else None
 
 
-def _access(clients: Any, namespace: str, account: str, permissions: Sequence[Permission]) -> ServiceAccountAccess:
-    import kubernetes
-
-    auth = kubernetes.client.AuthorizationV1Api(clients.api_client)
+def _access(api: Any, namespace: str, account: str, permissions: Sequence[Permission]) -> ServiceAccountAccess:
     allowed = {}
     for p in permissions:
         verb, resource, group, sub = p
-        review = kubernetes.client.V1SubjectAccessReview(spec=kubernetes.client.V1SubjectAccessReviewSpec(
-            user=f"system:serviceaccount:{namespace}:{account}",
-            groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
-            resource_attributes=kubernetes.client.V1ResourceAttributes(
-                verb=verb, resource=resource, group=group, subresource=sub or None, namespace="default")))
-        allowed[p] = bool(auth.create_subject_access_review(review).status.allowed)
+        attributes = {"verb": verb, "resource": resource, "group": group, "namespace": "default",
+                      **({"subresource": sub} if sub else {})}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": {"user": f"system:serviceaccount:{namespace}:{account}",
+                           "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+                           "resourceAttributes": attributes}}
+        answer = send(api, f"review {_permission(p)}", "POST",
+                      "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        allowed[p] = bool((answer.get("status") or {}).get("allowed"))
     return ServiceAccountAccess(f"{namespace}/{account}", allowed)
 
 
 def _gather_kube(kubeconfig: str | None, namespace: str) -> dict[str, Any]:
-    import kubernetes
-
-    from kubetune import constants
-    from kubetune.kube import KubeError, connection_reason, load_api_client
-
     try:
-        api_client = load_api_client(kubeconfig)
+        api = load_api_client(kubeconfig)
     except KubeError as e:
         return {"kube_error": str(e)}
 
-    clients = SimpleNamespace(api_client=api_client, core=kubernetes.client.CoreV1Api(api_client),
-                              custom=kubernetes.client.CustomObjectsApi(api_client),
-                              admission=kubernetes.client.AdmissionregistrationV1Api(api_client),
-                              discovery=kubernetes.client.DiscoveryV1Api(api_client))
+    def custom(plural: str) -> list[dict]:
+        return send(api, f"list {plural}", "GET", f"/apis/{constants.GROUP}/{constants.VERSION}/{plural}")["items"]
+
     try:
-        nodes = [n.metadata.name for n in clients.core.list_node().items]
-        tunings = {item["metadata"]["name"]: item.get("status") or {} for item in clients.custom.list_cluster_custom_object(
-            constants.GROUP, constants.VERSION, constants.NODE_TUNING.plural)["items"]}
-        policies = clients.custom.list_cluster_custom_object(
-            constants.GROUP, constants.VERSION, constants.PERFORMANCE_POLICY.plural)["items"]
+        nodes = [n["metadata"]["name"] for n in send(api, "list nodes", "GET", "/api/v1/nodes")["items"]]
+        tunings = {item["metadata"]["name"]: item.get("status") or {} for item in custom(constants.NODE_TUNING.plural)}
+        policies = custom(constants.PERFORMANCE_POLICY.plural)
         webhook = None
-        for config in clients.admission.list_mutating_webhook_configuration(
-                label_selector="app.kubernetes.io/part-of=kubetune").items:
-            for hook in config.webhooks or []:
-                service = hook.client_config.service
+        for config in send(api, "list MutatingWebhookConfigurations", "GET",
+                           "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                           params={"labelSelector": "app.kubernetes.io/part-of=kubetune"})["items"]:
+            for hook in config.get("webhooks") or []:
+                service = (hook.get("clientConfig") or {}).get("service")
                 if service is None:
                     continue
-                slices = clients.discovery.list_namespaced_endpoint_slice(
-                    service.namespace, label_selector=f"kubernetes.io/service-name={service.name}").items
-                ready = sum(1 for piece in slices for endpoint in piece.endpoints or []
-                            if endpoint.conditions is None or endpoint.conditions.ready is not False)
-                webhook = {"name": config.metadata.name, "service": f"{service.namespace}/{service.name}",
+                slices = send(api, "list EndpointSlices", "GET",
+                              f"/apis/discovery.k8s.io/v1/namespaces/{service['namespace']}/endpointslices",
+                              params={"labelSelector": f"kubernetes.io/service-name={service['name']}"})["items"]
+                ready = sum(1 for piece in slices for endpoint in piece.get("endpoints") or []
+                            if (endpoint.get("conditions") or {}).get("ready") is not False)
+                webhook = {"name": config["metadata"]["name"], "service": f"{service['namespace']}/{service['name']}",
                            "ready_endpoints": ready}
         accounts: dict[str, ServiceAccountAccess | None] = {}
         for role, needs, must_not in (("operator", OPERATOR_NEEDS, OPERATOR_MUST_NOT),
                                       ("agent", AGENT_NEEDS, AGENT_MUST_NOT)):
-            account = _service_account(clients, namespace, role)
-            accounts[role] = _access(clients, namespace, account, (*needs, *must_not)) if account else None
-    except kubernetes.client.ApiException as e:
-        return {"kube_error": f"Kubernetes API: {e.status} {e.reason}"}
-    except Exception as e:  # connection errors
-        return {"kube_error": f"Kubernetes API: {connection_reason(e)}"}
+            account = _service_account(api, namespace, role)
+            accounts[role] = _access(api, namespace, account, (*needs, *must_not)) if account else None
+    except KubeError as e:
+        return {"kube_error": f"Kubernetes API: {e}"}
     return {"nodes": nodes, "node_tunings": tunings, "policies": policies, "webhook": webhook,
             "service_accounts": accounts}
 

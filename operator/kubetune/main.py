@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes.utils import parse_quantity
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from kubetune import constants
 from kubetune.admission import new_pod_containers, socket_buffer_sysctls
+from kubetune.api.common import parse_quantity
 from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import Evaluator
 from kubetune.records import ClusterView, PolicyRecord, WorkloadRecord
-from kubetune.kube import Kube
+from kubetune.kube import Kube, KubeError, load_api_client
 from kubetune.leadership import AlwaysLeading, ElectionTiming, ShardedLeadership
 from kubetune.metrics import OperatorMetrics
 from kubetune.api.nodetuningpolicy import NodeTuningPolicySpec
@@ -169,6 +169,23 @@ def node_view(indices: dict[str, Any]) -> NodeView:
                     pods=indices["pod_index"], node_tunings=_single(indices["node_tuning_index"]))
 
 
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from our own loader (kopf's fallbacks lack exec plugins and the --kubeconfig
+    of the CLIs): one loader for every client. kopf calls it again after a 401, so a rotated token or
+    an expired exec credential is read anew."""
+    try:
+        client = load_api_client()
+        credentials, insecure = client.credentials()
+    except KubeError as e:
+        raise kopf.LoginError(str(e)) from None
+    cert, key = credentials.cert or (None, None)
+    return kopf.ConnectionInfo(server=client.server, ca_path=client.ca_path, insecure=insecure,
+                               token=credentials.token, username=credentials.username,
+                               password=credentials.password, certificate_path=cert, private_key_path=key,
+                               default_namespace=client.namespace, expiration=credentials.expires)
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: OperatorSettings = memo.config
@@ -188,7 +205,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
             pkeyfile=config.webhook_key_file)
         settings.admission.managed = None
     settings.posting.level = logging.WARNING  # kopf's own Events only for problems; ours explain decisions
-    memo.pods = PodWatch(Kube().core, config.namespaces, server_timeout=settings.watching.server_timeout,
+    memo.pods = PodWatch(load_api_client(), config.namespaces, server_timeout=settings.watching.server_timeout,
                          client_timeout=settings.watching.client_timeout,
                          connect_timeout=settings.watching.connect_timeout)
     memo.pods.start()

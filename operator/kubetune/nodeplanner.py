@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from kubetune import constants
-from kubetune.api.common import LabelSelector, Mode
+from kubetune.api.common import LabelSelector, Mode, parse_quantity
 from kubetune.api.nodetuning import AGENT_NOT_REPORTING, READY, BlockDevice
 from kubetune.api.performancepolicy import ProcessTuning
 from kubetune.records import PolicyRecord, conflicting
@@ -104,7 +104,6 @@ def node_tuning_record(meta: Mapping[str, Any], spec: Mapping[str, Any], status:
 
 
 def node_facts(labels: Mapping[str, str], allocatable: Mapping[str, str]) -> NodeFacts:
-    from kubernetes.utils import parse_quantity
     try:
         cpus = math.floor(float(parse_quantity(allocatable["cpu"]))) if "cpu" in allocatable else 0
     except ValueError:

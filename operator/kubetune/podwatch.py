@@ -15,28 +15,21 @@ loop reads; one lock covers both, and a read returns a tuple that later events d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
-
+from kubetune.kube import ApiClient, ApiError, Gone
 from kubetune.workloads import PodRecord, WorkloadRef, owning_workload, pod_record
 
 log = logging.getLogger(__name__)
 
 
-class Gone(Exception):
-    """The resource version is too old (HTTP 410): list again."""
-
-
 class PodWatch(Mapping[WorkloadRef, tuple[PodRecord, ...]]):
-    def __init__(self, core: Any, namespaces: Iterable[str] = (), *, page_size: int = 100,
+    def __init__(self, api: ApiClient, namespaces: Iterable[str] = (), *, page_size: int = 100,
                  server_timeout: int = 300, client_timeout: float = 330, connect_timeout: float = 30):
-        self.core = core  # kubernetes.client.CoreV1Api
+        self.api = api
         self.scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)  # None: the whole cluster
         self.page_size, self.server_timeout = page_size, server_timeout
         self.request_timeout = (connect_timeout, client_timeout)
@@ -113,11 +106,9 @@ class PodWatch(Mapping[WorkloadRef, tuple[PodRecord, ...]]):
     def stop(self) -> None:
         self._stop.set()  # the threads are daemons: a watch in progress ends with the process at worst
 
-    def _request(self, scope: str | None, **kwargs: Any):
-        kwargs.update(_preload_content=False, _request_timeout=self.request_timeout)
-        if scope is None:
-            return self.core.list_pod_for_all_namespaces(**kwargs)
-        return self.core.list_namespaced_pod(scope, **kwargs)
+    @staticmethod
+    def _path(scope: str | None) -> str:
+        return "/api/v1/pods" if scope is None else f"/api/v1/namespaces/{scope}/pods"
 
     def _run(self, scope: str | None) -> None:
         version, delay = None, 1.0
@@ -132,7 +123,7 @@ class PodWatch(Mapping[WorkloadRef, tuple[PodRecord, ...]]):
                 version = None
             except Exception as e:  # the API server restarting, a network blip: back off and go on
                 log.warning("pods in %s: %s; again in %.0f s", scope or "the cluster", e, delay)
-                if isinstance(e, ApiException) and e.status == 410:
+                if isinstance(e, ApiError) and e.status == 410:
                     version = None
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
@@ -142,8 +133,8 @@ class PodWatch(Mapping[WorkloadRef, tuple[PodRecord, ...]]):
         records: list[tuple[str, WorkloadRef, PodRecord]] = []
         token = None
         while True:
-            kwargs = {"limit": self.page_size, **({"_continue": token} if token else {})}
-            page = json.loads(self._request(scope, **kwargs).data)
+            params = {"limit": self.page_size, **({"continue": token} if token else {})}
+            page = self.api.call("GET", self._path(scope), params=params, timeout=self.request_timeout)
             for pod in page.get("items") or []:
                 ref = owning_workload(pod)
                 if ref is not None:
@@ -155,24 +146,16 @@ class PodWatch(Mapping[WorkloadRef, tuple[PodRecord, ...]]):
 
     def watch(self, scope: str | None, version: str) -> str:
         """Follow events from `version` until the server ends the watch; returns the last version seen."""
-        response = self._request(scope, watch=True, resource_version=version, allow_watch_bookmarks=True,
-                                 timeout_seconds=self.server_timeout)
+        events = self.api.watch(self._path(scope), {"resourceVersion": version, "allowWatchBookmarks": "true",
+                                                    "timeoutSeconds": self.server_timeout}, self.request_timeout)
         try:
-            for line in iter_resp_lines(response):
+            for event in events:
                 if self._stop.is_set():
                     break
-                if not line:
-                    continue
-                event = json.loads(line)
                 kind, pod = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if pod.get("code") == 410:
-                        raise Gone(pod.get("message", ""))
-                    raise RuntimeError(f"watch error: {pod.get('message', pod)}")
                 version = pod["metadata"].get("resourceVersion") or version
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
                     self.apply(kind, pod)
         finally:
-            response.close()
-            response.release_conn()
+            events.close()  # the stream's connection, also when stopped mid-watch
         return version

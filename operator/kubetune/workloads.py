@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from kubernetes.utils import parse_quantity
+from kubetune.api.common import parse_quantity
 
 RESOURCES = ("cpu", "memory")
 

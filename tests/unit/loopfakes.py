@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
+from kubetune.api.common import parse_quantity
 from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.kube import KubeError
 from kubetune.prometheus import PrometheusUnavailable, QueryStats
@@ -111,7 +112,6 @@ def policy(body: PerformancePolicySpec | None = None, *, status: Mapping[str, An
 
 def resources(cpu: str = "500m", cpu_limit: str | None = "1", memory: str = "256Mi",
               memory_limit: str | None = "512Mi") -> tuple[ContainerResources, ...]:
-    from kubernetes.utils import parse_quantity
     req = {"cpu": float(parse_quantity(cpu)), "memory": float(parse_quantity(memory))}
     lim = {k: float(parse_quantity(v)) for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
     return (ContainerResources("app", req, lim),)

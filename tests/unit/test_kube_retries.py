@@ -1,6 +1,6 @@
 """kube.py's answer to throttling and conflicts, as a table: which answers are retried, after how long,
 and when a policy status write gives up instead of overwriting. The calls are stand-ins raising the
-client's own ApiException (an API server does not answer 429 or 409 on demand; the cluster tier gets
+transport's own ApiError (an API server does not answer 429 or 409 on demand; the cluster tier gets
 them from an injecting proxy: tests/cluster/test_api_faults.py)."""
 
 from __future__ import annotations
@@ -8,20 +8,15 @@ from __future__ import annotations
 import socket
 
 import pytest
-import urllib3
-from kubernetes.client.exceptions import ApiException
 
 from kubetune import kube
-from kubetune.kube import KubeError, retry_wait
+from kubetune.kube import ApiClient, ApiError, KubeError, retry_wait
 
 pytestmark = pytest.mark.unit
 
 
-def answer(status: int, retry_after: str | None = None) -> ApiException:
-    e = ApiException(status=status, reason={409: "Conflict", 429: "Too Many Requests"}.get(status, "Error"))
-    e.headers = {"Retry-After": retry_after} if retry_after is not None else {}
-    e.body = '{"kind": "Status", "message": "injected"}'
-    return e
+def answer(status: int, retry_after: str | None = None) -> ApiError:
+    return ApiError(status, "injected", {"Retry-After": retry_after} if retry_after is not None else {})
 
 
 WAITS = [
@@ -44,7 +39,7 @@ def test_retry_wait(status, after, attempt, wait):
 class Flaky:
     """Fails with the given answers, then returns "ok"; counts its calls."""
 
-    def __init__(self, *answers: ApiException):
+    def __init__(self, *answers: ApiError):
         self.answers, self.calls = list(answers), 0
 
     def __call__(self, *args, **kwargs):
@@ -86,24 +81,26 @@ def test_a_conflict_without_a_check_is_final():
 
 
 class StatusAPI:
-    """CustomObjectsApi's two calls a policy status write makes: the patch (answering the queued
-    errors first) and the re-read after a 409, which returns `recorded`."""
+    """The two calls a policy status write makes: the merge patch of /status (answering the queued
+    errors first) and the re-read of the policy after a 409, which returns `recorded`."""
 
-    def __init__(self, recorded: dict, *answers: ApiException):
+    PATH = "/apis/kubetune.io/v1alpha1/namespaces/shop/performancepolicies/web"
+
+    def __init__(self, recorded: dict, *answers: ApiError):
         self.recorded, self.answers, self.patched = recorded, list(answers), []
 
-    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body, **_):
+    def call(self, method, path, body=None, content_type=None, **_):
+        if (method, path) == ("GET", self.PATH):
+            return self.recorded
+        assert (method, path, content_type) == ("PATCH", self.PATH + "/status", kube.MERGE)
         if self.answers:
             raise self.answers.pop(0)
         self.patched.append(body)
 
-    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **_):
-        return self.recorded
-
 
 def status_writer(api: StatusAPI) -> kube.Kube:
-    k = kube.Kube.__new__(kube.Kube)  # no API client: the stand-in is the seam
-    k.custom, k.calls, k.sleep = api, 0, lambda s: None
+    k = kube.Kube(api)  # the stand-in is the transport seam
+    k.sleep = lambda s: None
     return k
 
 
@@ -135,6 +132,17 @@ def test_an_api_server_that_never_answers_is_named_with_the_timeout():
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        with pytest.raises(urllib3.exceptions.ReadTimeoutError) as raised:
-            urllib3.PoolManager().request("GET", url, timeout=urllib3.Timeout(connect=1, read=0.2), retries=False)
-    assert kube.connection_reason(raised.value) == f"the API server {url} gave no answer within 0.2 s"
+        with pytest.raises(KubeError) as raised:
+            kube.send(ApiClient(url), "read Lease kubetune/op", "GET", "/apis/coordination.k8s.io/v1/leases",
+                      timeout=(1, 0.2))
+    assert str(raised.value) == f"read Lease kubetune/op: the API server {url} gave no answer within 0.2 s"
+    assert raised.value.status == 0
+
+
+def test_an_api_server_that_is_not_there_is_named():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: the connection is refused
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        with pytest.raises(KubeError) as raised:
+            kube.send(ApiClient(url), "list pods", "GET", "/api/v1/pods")
+    assert str(raised.value) == f"list pods: cannot connect to the API server {url}"

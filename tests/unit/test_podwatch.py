@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from kubetune.kube import ApiClient
 from kubetune.podwatch import Gone, PodWatch
 from kubetune.workloads import WorkloadRef
+from tests.unit.apistub import ApiStub
 
 pytestmark = pytest.mark.unit
 API = WorkloadRef("ns", "Deployment", "api")
@@ -23,41 +23,21 @@ def pod(name, uid, owner=("ReplicaSet", "api-abc12"), namespace="ns", cpu="100m"
         {"name": "app", "resources": {"requests": {"cpu": cpu}}}]}, "status": {"phase": "Running"}}
 
 
-class Response:
-    """What the client returns with _preload_content=False: `.data` for a list, a byte stream for a watch."""
-
-    def __init__(self, data=b"", lines=()):
-        self.data = data
-        self.chunks = [("".join(json.dumps(line) + "\n" for line in lines)).encode()]
-        self.closed = False
-
-    def stream(self, amt=None, decode_content=False):
-        yield from self.chunks
-
-    def close(self):
-        self.closed = True
-
-    def release_conn(self):
-        pass
-
-
-class Core:
-    """CoreV1Api's two pod listings: `pages` answer lists in order, `events` answers a watch."""
+class Cluster(ApiStub):
+    """The pod list and watch endpoints of an API server (a local stub: the paging and the ERROR
+    event must come in a given order): `pages` answer lists in order, `events` answers a watch."""
 
     def __init__(self, pages=(), events=()):
-        self.pages, self.events, self.calls = list(pages), list(events), []
+        super().__init__(self._answer)
+        self.pages, self.events = list(pages), list(events)
 
-    def list_pod_for_all_namespaces(self, **kwargs):
-        return self._answer(None, kwargs)
+    def _answer(self, request):
+        if request.query.get("watch") == "true":
+            return 200, self.events
+        return 200, self.pages.pop(0)
 
-    def list_namespaced_pod(self, namespace, **kwargs):
-        return self._answer(namespace, kwargs)
-
-    def _answer(self, namespace, kwargs):
-        self.calls.append((namespace, kwargs))
-        if kwargs.get("watch"):
-            return Response(lines=self.events)
-        return Response(data=json.dumps(self.pages.pop(0)).encode())
+    def api(self):
+        return ApiClient(self.url)
 
 
 def page(items, version="10", token=None):
@@ -69,7 +49,7 @@ def names(watch, ref):
 
 
 def test_pods_are_kept_by_owning_workload_and_ownerless_pods_are_not():
-    watch = PodWatch(Core())
+    watch = PodWatch(ApiClient("http://127.0.0.1:9"))  # never called
     watch.apply("ADDED", pod("api-abc12-x", "u1"))
     watch.apply("ADDED", pod("api-abc12-y", "u2", cpu="200m"))
     watch.apply("ADDED", pod("db-0", "u3", owner=("StatefulSet", "db")))
@@ -81,7 +61,7 @@ def test_pods_are_kept_by_owning_workload_and_ownerless_pods_are_not():
 
 
 def test_modified_replaces_a_pod_and_deleted_or_orphaned_removes_it():
-    watch = PodWatch(Core())
+    watch = PodWatch(ApiClient("http://127.0.0.1:9"))  # never called
     watch.apply("ADDED", pod("api-abc12-x", "u1"))
     watch.apply("ADDED", pod("db-0", "u3", owner=("StatefulSet", "db")))
     watch.apply("MODIFIED", pod("api-abc12-x", "u1", cpu="300m"))
@@ -93,7 +73,7 @@ def test_modified_replaces_a_pod_and_deleted_or_orphaned_removes_it():
 
 
 def test_a_read_is_a_snapshot_later_events_do_not_change():
-    watch = PodWatch(Core())
+    watch = PodWatch(ApiClient("http://127.0.0.1:9"))  # never called
     watch.apply("ADDED", pod("api-abc12-x", "u1"))
     pods = watch[API]
     watch.apply("ADDED", pod("api-abc12-y", "u2"))
@@ -101,45 +81,48 @@ def test_a_read_is_a_snapshot_later_events_do_not_change():
 
 
 def test_the_list_is_read_in_pages_and_replaces_only_its_namespace():
-    core = Core(pages=[page([pod("api-abc12-x", "u1")], token="next"), page([pod("api-abc12-y", "u2")], version="42")])
-    watch = PodWatch(core, ["ns", "other"], page_size=1)
-    watch.apply("ADDED", pod("api-abc12-gone", "u0"))  # in ns, but not in the new listing
-    watch.apply("ADDED", pod("web-abc12-z", "u9", owner=("ReplicaSet", "web-abc12"), namespace="other"))
-    assert watch.list("ns") == "42"
-    assert [kwargs for _, kwargs in core.calls] == [
-        {"limit": 1, "_preload_content": False, "_request_timeout": (30, 330)},
-        {"limit": 1, "_continue": "next", "_preload_content": False, "_request_timeout": (30, 330)}]
-    assert names(watch, API) == ["api-abc12-x", "api-abc12-y"]
-    assert names(watch, WorkloadRef("other", "Deployment", "web")) == ["web-abc12-z"]
-    assert not watch.synced.is_set()  # "other" is not listed yet
-    core.pages.append(page([]))
-    watch.list("other")
+    with Cluster(pages=[page([pod("api-abc12-x", "u1")], token="next"),
+                        page([pod("api-abc12-y", "u2")], version="42")]) as cluster:
+        watch = PodWatch(cluster.api(), ["ns", "other"], page_size=1)
+        watch.apply("ADDED", pod("api-abc12-gone", "u0"))  # in ns, but not in the new listing
+        watch.apply("ADDED", pod("web-abc12-z", "u9", owner=("ReplicaSet", "web-abc12"), namespace="other"))
+        assert watch.list("ns") == "42"
+        assert [(r.path, r.query) for r in cluster.requests] == [
+            ("/api/v1/namespaces/ns/pods", {"limit": "1"}),
+            ("/api/v1/namespaces/ns/pods", {"limit": "1", "continue": "next"})]
+        assert names(watch, API) == ["api-abc12-x", "api-abc12-y"]
+        assert names(watch, WorkloadRef("other", "Deployment", "web")) == ["web-abc12-z"]
+        assert not watch.synced.is_set()  # "other" is not listed yet
+        cluster.pages.append(page([]))
+        watch.list("other")
     assert watch.synced.is_set() and set(watch) == {API}
 
 
 def test_the_watch_applies_events_from_the_listed_version_and_returns_the_last_one():
-    core = Core(events=[{"type": "ADDED", "object": pod("api-abc12-x", "u1", version="11")},
-                        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
-                        {"type": "DELETED", "object": pod("api-abc12-x", "u1", version="13")},
-                        {"type": "ADDED", "object": pod("db-0", "u3", owner=("StatefulSet", "db"), version="14")}])
-    watch = PodWatch(core)
-    assert watch.watch(None, "10") == "14"
-    namespace, kwargs = core.calls[0]
-    assert namespace is None and kwargs["watch"] and kwargs["resource_version"] == "10"
-    assert kwargs["allow_watch_bookmarks"] and kwargs["timeout_seconds"] == 300
+    with Cluster(events=[{"type": "ADDED", "object": pod("api-abc12-x", "u1", version="11")},
+                         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                         {"type": "DELETED", "object": pod("api-abc12-x", "u1", version="13")},
+                         {"type": "ADDED", "object": pod("db-0", "u3", owner=("StatefulSet", "db"), version="14")}]) \
+            as cluster:
+        watch = PodWatch(cluster.api())
+        assert watch.watch(None, "10") == "14"
+    request = cluster.requests[0]
+    assert request.path == "/api/v1/pods"
+    assert request.query == {"watch": "true", "resourceVersion": "10", "allowWatchBookmarks": "true",
+                             "timeoutSeconds": "300"}
     assert set(watch) == {DB}
 
 
 def test_an_expired_version_asks_for_a_new_list():
-    core = Core(events=[{"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}])
-    with pytest.raises(Gone):
-        PodWatch(core).watch("ns", "10")
+    with Cluster(events=[{"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}]) as cluster:
+        with pytest.raises(Gone):
+            PodWatch(cluster.api()).watch("ns", "10")
 
 
 def test_the_thread_lists_then_watches_and_signals_synced():
-    core = Core(pages=[page([pod("api-abc12-x", "u1")])])
-    watch = PodWatch(core)
-    watch.start()
-    assert watch.synced.wait(5)
-    watch.stop()
+    with Cluster(pages=[page([pod("api-abc12-x", "u1")])]) as cluster:
+        watch = PodWatch(cluster.api())
+        watch.start()
+        assert watch.synced.wait(5)
+        watch.stop()
     assert names(watch, API) == ["api-abc12-x"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from kubetune.api.common import parse_quantity
 from kubetune.prometheus import Prometheus, PrometheusUnavailable
 from kubetune.promql import CONTAINERS_ONLY, cpu_usage
 from kubetune.report.build import (DAY, ContainerUsage, FloatArray, ReportError, ReportInput, _sum_rows,
@@ -32,35 +33,27 @@ def _matrix(result: list[dict], keys: Sequence[str], start: float, step: float, 
 
 def _cluster_state(kubeconfig: str | None, namespace: str | None) -> tuple[list[dict], dict, list[dict]]:
     """Pods, workloads {(namespace, name): (kind, object)} and nodes, as plain API dicts."""
-    import kubernetes
-
-    from kubetune.kube import KubeError, connection_reason, load_api_client
+    from kubetune.kube import KubeError, load_api_client, send
 
     try:
         api = load_api_client(kubeconfig)
     except KubeError as e:
         raise ReportError(str(e)) from None
-    core, apps = kubernetes.client.CoreV1Api(api), kubernetes.client.AppsV1Api(api)
-    plain = api.sanitize_for_serialization
+    scope = f"/namespaces/{namespace}" if namespace else ""
 
-    def listing(namespaced, everywhere) -> list[dict]:
-        result = namespaced(namespace) if namespace else everywhere()
-        return plain(result).get("items", [])
+    def listing(group: str, plural: str) -> list[dict]:
+        return send(api, f"list {plural}", "GET", f"{group}{scope}/{plural}").get("items") or []
 
     try:
-        pods = listing(core.list_namespaced_pod, core.list_pod_for_all_namespaces)
+        pods = listing("/api/v1", "pods")
         workloads = {}
-        for kind, namespaced, everywhere in (
-                ("Deployment", apps.list_namespaced_deployment, apps.list_deployment_for_all_namespaces),
-                ("StatefulSet", apps.list_namespaced_stateful_set, apps.list_stateful_set_for_all_namespaces),
-                ("DaemonSet", apps.list_namespaced_daemon_set, apps.list_daemon_set_for_all_namespaces)):
-            for obj in listing(namespaced, everywhere):
+        for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"), ("DaemonSet", "daemonsets")):
+            for obj in listing("/apis/apps/v1", plural):
                 workloads[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = (kind, obj)
-        nodes = plain(core.list_node()).get("items", [])
-    except kubernetes.client.ApiException as e:
-        raise ReportError(f"Kubernetes API: {e.status} {e.reason} (the report lists pods, workloads and nodes)") from e
-    except Exception as e:  # connection errors
-        raise ReportError(f"Kubernetes API: {connection_reason(e)}: check the kubeconfig's server") from e
+        nodes = send(api, "list nodes", "GET", "/api/v1/nodes").get("items") or []
+    except KubeError as e:
+        hint = " (the report lists pods, workloads and nodes)" if e.status else ": check the kubeconfig's server"
+        raise ReportError(f"Kubernetes API: {e}{hint}") from None
     return pods, workloads, nodes
 
 
@@ -77,8 +70,6 @@ def gather(prometheus: Prometheus, *, kubeconfig: str | None = None, namespace: 
            range_seconds: float = 7 * DAY, step: float = 3600.0, rate_window: float | None = None,
            end: float | None = None, progress: Callable[[str], None] = lambda message: None) -> ReportInput:
     """Read the window from Prometheus and today's pods, workloads and nodes from the cluster."""
-    from kubernetes.utils import parse_quantity
-
     def query_range(what: str, expr: str) -> list[dict]:
         progress(f"reading {what} ({length} samples per series)")
         try:
