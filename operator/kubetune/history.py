@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -33,7 +33,7 @@ FILL_CHUNK_STEPS = 72
 
 
 class RangeQueries(Protocol):
-    def range_query(self, expr: str, start: float, end: float, step: float) -> list[dict]: ...
+    def range_series(self, expr: str, start: float, end: float, step: float) -> Iterable[dict]: ...
 
 
 @dataclass
@@ -84,8 +84,9 @@ class WorkloadHistory:
         kept = self.namespaces & wanted if steps < self.points else frozenset()
         new = wanted - kept
         # Every query before any array changes: a failure half-way leaves the cache as it was. The fill
-        # is written chunk by chunk into arrays of its own, so only one chunk's answer is parsed at a time.
-        recent = self._ask(kept, end - (steps - 1) * self.step, end, stats) if kept and steps > 0 else []
+        # is written into arrays of its own series by series as the answers are read, so no chunk's
+        # answer is ever whole in memory.
+        recent = list(self._ask(kept, end - (steps - 1) * self.step, end, stats)) if kept and steps > 0 else []
         fresh: dict[tuple[str, str, str, str], np.ndarray] = {}
         start = end - (self.points - 1) * self.step
         # Newest chunk first: when it holds no series, no workload of these namespaces ran in the last
@@ -115,33 +116,32 @@ class WorkloadHistory:
         return stats
 
     def _ask(self, namespaces: frozenset[str], start: float, end: float,
-             stats: RefreshStats) -> list[tuple[str, list[dict]]]:
-        answers = []
+             stats: RefreshStats) -> Iterator[tuple[str, dict]]:
+        """Every series of the families over `start`..`end`, one at a time as Prometheus' answers are read."""
         for query in self.queries(namespaces):
-            raw = self.prometheus.range_query(query.expr, start, end, self.step)
             stats.queries += 1
-            stats.series += len(raw)
-            stats.samples += sum(len(item.get("values", ())) for item in raw)
-            answers.append((_family(query), raw))
-        return answers
+            family = _family(query)
+            for item in self.prometheus.range_series(query.expr, start, end, self.step):
+                stats.series += 1
+                stats.samples += len(item.get("values", ()))
+                yield family, item
 
-    def _write(self, into: dict[tuple[str, str, str, str], np.ndarray], answers: list[tuple[str, list[dict]]],
+    def _write(self, into: dict[tuple[str, str, str, str], np.ndarray], answers: Iterable[tuple[str, dict]],
                end: float) -> None:
         first = end - (self.points - 1) * self.step
-        for family, raw in answers:
-            for item in raw:
-                labels = item.get("metric", {})
-                key = (family, *(str(labels.get(label, "")) for label in WORKLOAD_KEY))
-                array = into.get(key)
-                for point in item.get("values", ()):
-                    pair = point if isinstance(point, (list, tuple)) and len(point) == 2 else (None, None)
-                    t, v = finite(pair[0]), finite(pair[1])
-                    index = round((t - first) / self.step) if t is not None else -1
-                    if v is None or not 0 <= index < self.points:
-                        continue  # NaN, +/-Inf, a malformed pair or a time outside the window: no sample
-                    if array is None:
-                        array = into[key] = np.full(self.points, np.nan, dtype=np.float32)
-                    array[index] = v
+        for family, item in answers:
+            labels = item.get("metric", {})
+            key = (family, *(str(labels.get(label, "")) for label in WORKLOAD_KEY))
+            array = into.get(key)
+            for point in item.get("values", ()):
+                pair = point if isinstance(point, (list, tuple)) and len(point) == 2 else (None, None)
+                t, v = finite(pair[0]), finite(pair[1])
+                index = round((t - first) / self.step) if t is not None else -1
+                if v is None or not 0 <= index < self.points:
+                    continue  # NaN, +/-Inf, a malformed pair or a time outside the window: no sample
+                if array is None:
+                    array = into[key] = np.full(self.points, np.nan, dtype=np.float32)
+                array[index] = v
 
     def current(self, now: float) -> bool:
         return self.end == self.step_end(now)

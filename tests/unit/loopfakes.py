@@ -80,7 +80,7 @@ class FakePrometheus:
         self.asked += [q.expr for q in queries]
         return {q.name: dict(self.batch.get(q.name, {})) for q in queries}, QueryStats(queries=len(queries))
 
-    def range_query(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+    def range_series(self, expr: str, start: float, end: float, step: float) -> list[dict]:
         if self.down:
             raise PrometheusUnavailable("connection refused")
         self.range_queries.append((expr, start, end, step))

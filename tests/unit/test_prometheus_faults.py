@@ -117,7 +117,7 @@ UNAVAILABLE = [
     ("json-without-result", (200, "application/json", b'{"status": "success"}', 0.0), "not a query result"),
     ("json-of-the-wrong-shape", (200, "application/json",
                                  b'{"status": "success", "data": {"resultType": "vector", "result": [1, 2, 3]}}', 0.0),
-     "not a vector, matrix or scalar"),
+     "the answer is not a vector"),
     ("slower-than-the-timeout", (200, "application/json", vector("0.5"), 3 * TIMEOUT), f"no answer within {TIMEOUT:g} s"),
 ]
 
