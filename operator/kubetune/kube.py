@@ -261,6 +261,8 @@ class ApiClient:
             response = self.session.request(
                 method, self.server + path, params=params, data=data, headers=headers, stream=stream,
                 timeout=timeout or REQUEST_TIMEOUT, cert=credentials.cert,
+                # Per request: requests lets REQUESTS_CA_BUNDLE override the session's own CA otherwise.
+                verify=self.session.verify,
                 auth=(credentials.username, credentials.password) if credentials.username else None)
             if response.status_code == 401 and not renewed and self.auth.renew():
                 response.close()
@@ -399,6 +401,9 @@ def connection_reason(error: Exception) -> str:
     if isinstance(error, requests.exceptions.ReadTimeout):  # e.g. its etcd is gone: the request hangs
         limit = re.search(r"read timeout=([\d.]+)", str(error))
         return f"the API server{where} gave no answer within {limit.group(1) if limit else 'the timeout'} s"
+    if isinstance(error, requests.exceptions.SSLError):
+        reason = re.search(r"\[SSL[^\]]*\] ([^(]+)", str(error))
+        return f"TLS with the API server{where} failed: {reason.group(1).strip() if reason else 'see the CA'}"
     if isinstance(error, requests.exceptions.ConnectionError):
         return f"cannot connect to the API server{where}"
     return " ".join(str(error).split())[:200]
