@@ -5,7 +5,10 @@ scraped by the real Prometheus, the operator as a real process (as the image run
 
 Scale: KUBETUNE_BENCH_POLICIES (1000; one Deployment each), KUBETUNE_BENCH_REPLICAS (10 pods per
 Deployment), KUBETUNE_BENCH_MEASURE_SECONDS (60 per phase); KUBETUNE_BENCH_MALLOC_ARENA_MAX (2, as the
-image; empty for glibc's default). Pods land on kwok-bench-N nodes of 1,000
+image; empty for glibc's default); KUBETUNE_BENCH_REACTIONS (5 workloads loaded for the reaction);
+KUBETUNE_BENCH_TRACEMALLOC (frames; unset = off): the operator runs under tracemalloc and the report
+gets its largest allocations after the 1,000-policy phase, by file and by line — a diagnostic run: the
+tracing itself costs time and memory, so its cycle and RSS figures are not the budget's. Pods land on kwok-bench-N nodes of 1,000
 pods each (the template names the node, so the scheduler is not the bottleneck).
 
 Figures, each printed next to its target; nothing is asserted on time:
@@ -19,8 +22,9 @@ Figures, each printed next to its target; nothing is asserted on time:
   `kubectl get --raw /metrics`: the requests on what only the operator writes (PerformancePolicy
   status, Events, Deployments, pods/resize) are the operator's; the total of all requests (kwok's
   node heartbeats and controllers included) is printed beside them;
-- reaction: one workload gets 95 % CPU; from the moment its sustained-CPU rule holds in Prometheus
-  (the operator's own query, polled every 0.5 s) to the template change seen by a watch.
+- reaction: workloads get 95 % CPU one after another, at moments spread over the operator's cycle;
+  for each, from the moment its sustained-CPU rule holds in Prometheus (the operator's own query,
+  polled every 0.5 s) to the template change seen by a watch.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ pytestmark = pytest.mark.bench
 POLICIES = int(os.environ.get("KUBETUNE_BENCH_POLICIES", "1000"))
 REPLICAS = int(os.environ.get("KUBETUNE_BENCH_REPLICAS", "10"))
 MEASURE = float(os.environ.get("KUBETUNE_BENCH_MEASURE_SECONDS", "60"))
+REACTIONS = int(os.environ.get("KUBETUNE_BENCH_REACTIONS", "5"))
+TRACEMALLOC = os.environ.get("KUBETUNE_BENCH_TRACEMALLOC", "")
 PODS_PER_NODE = 1000
 NAMESPACES = 10
 INTERVAL = 10  # s: every policy's interval
@@ -153,6 +159,28 @@ def api_requests(cluster) -> dict[str, float]:
 # and kopf imports it whenever it is importable (~45 MiB of models the image does not have: issue 12).
 OPERATOR_COMMAND = [sys.executable, "-c",
                     "import sys; sys.modules['kubernetes'] = None; from kubetune.main import main; main()"]
+# The same under tracemalloc: SIGUSR1 writes the largest allocations to KUBETUNE_BENCH_TRACE_FILE.
+TRACED_OPERATOR_COMMAND = [sys.executable, "-c", """
+import os, signal, sys, tracemalloc
+sys.modules['kubernetes'] = None
+tracemalloc.start(int(os.environ['KUBETUNE_BENCH_TRACEMALLOC']))
+
+def dump(*_):
+    snapshot = tracemalloc.take_snapshot()
+    current, peak = tracemalloc.get_traced_memory()
+    lines = [f'traced now {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB; largest by file:']
+    for key in ('filename', 'lineno'):
+        if key == 'lineno':
+            lines.append('largest by line:')
+        for stat in snapshot.statistics(key)[:15]:
+            lines.append(f'  {stat.size / 2**20:7.1f} MiB {stat.count:9d} blocks  {stat.traceback}')
+    with open(os.environ['KUBETUNE_BENCH_TRACE_FILE'], 'w') as out:
+        out.write(chr(10).join(lines))
+
+signal.signal(signal.SIGUSR1, dump)
+from kubetune.main import main
+main()
+"""]
 
 
 class Operator:
@@ -167,12 +195,25 @@ class Operator:
                     # As the image sets it (Dockerfile); KUBETUNE_BENCH_MALLOC_ARENA_MAX="" leaves glibc's default.
                     **({"MALLOC_ARENA_MAX": arenas} if (arenas := os.environ.get("KUBETUNE_BENCH_MALLOC_ARENA_MAX", "2")) else {})}
         self.log_path = log_path
+        self.trace_path = log_path.with_suffix(".tracemalloc")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        env, command = self.env, OPERATOR_COMMAND
+        if TRACEMALLOC:
+            env = {**env, "KUBETUNE_BENCH_TRACEMALLOC": TRACEMALLOC, "KUBETUNE_BENCH_TRACE_FILE": str(self.trace_path)}
+            command = TRACED_OPERATOR_COMMAND
         with open(self.log_path, "a") as out:
-            self.proc = subprocess.Popen(OPERATOR_COMMAND, env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def allocations(self) -> list[str]:
+        """The traced operator's largest allocations now (TRACED_OPERATOR_COMMAND)."""
+        self.trace_path.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_for("the operator's allocation snapshot", self.trace_path.exists, timeout=300, every=1)
+        time.sleep(1)  # written at once, but let the writer close it
+        return ["tracemalloc (diagnostic run: these cycle and RSS figures are not the budget's): "
+                + self.trace_path.read_text()]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -326,22 +367,36 @@ def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
         log(f"measuring {POLICIES} policies for {MEASURE:.0f} s")
         report += Phase("phase 2", POLICIES).measure(cluster, operator, MEASURE).report()
 
-        # Reaction: one workload goes to 95 % of its CPU request.
-        namespace, name = workload(0)
-        changed: dict = {}
+        if TRACEMALLOC:
+            report += operator.allocations()
+
+        # Reaction, several times: workloads go to 95 % of their CPU request one after another, a little
+        # more than a tenth of an interval apart, so their rules begin holding at different moments of
+        # the operator's cycle (the worst case is a rule that holds just after a cycle read Prometheus).
+        targets = [workload(i) for i in range(REACTIONS)]
+        changed: dict = {t: {} for t in targets}
         stop = threading.Event()
-        watcher = threading.Thread(target=watch_template, args=(cluster, namespace, name, changed, stop), daemon=True)
-        watcher.start()
-        loaded = time.monotonic()
-        exporter.set_load(namespace, name, cpu_cores=0.95 * CPU_REQUEST, memory_bytes=32 * MIB)
-        holds = wait_for("the sustained-CPU rule to hold in Prometheus",
-                         lambda: condition_holds(prometheus.url, namespace, name) and time.monotonic(),
-                         timeout=300, every=0.5)
-        wait_for("the template change", lambda: changed.get("at") or changed.get("cpu"), timeout=120, every=0.2)
+        for t in targets:
+            threading.Thread(target=watch_template, args=(cluster, *t, changed[t], stop), daemon=True).start()
+        apart = INTERVAL / REACTIONS + 0.37
+        for i, (namespace, name) in enumerate(targets):
+            time.sleep(apart if i else 0)
+            exporter.set_load(namespace, name, cpu_cores=0.95 * CPU_REQUEST, memory_bytes=32 * MIB)
+        holds: dict = {}
+
+        def every_rule_holds() -> bool:
+            for t in targets:
+                if t not in holds and condition_holds(prometheus.url, *t):
+                    holds[t] = time.monotonic()
+            return len(holds) == len(targets)
+
+        wait_for("the sustained-CPU rules to hold in Prometheus", every_rule_holds, timeout=300, every=0.5)
+        wait_for("the template changes", lambda: all(c.get("at") for c in changed.values()), timeout=120, every=0.2)
         stop.set()
-        report.append(f"reaction: rule held {holds - loaded:.1f} s after the load was set; template patched "
-                      f"{changed['at'] - holds:.1f} s later (cpu 100m -> {changed['cpu']})   "
-                      f"(target: within one interval, {INTERVAL} s)")
+        reactions = sorted(changed[t]["at"] - holds[t] for t in targets)
+        report.append(f"reaction, {len(targets)} workloads loaded {apart:.2f} s apart: template patched "
+                      f"{', '.join(f'{r:.1f}' for r in reactions)} s after the rule held (max {reactions[-1]:.1f} s; "
+                      f"target: within one interval, {INTERVAL} s)")
     finally:
         if operator.proc and operator.proc.poll() is None:
             report.append(f"operator RSS at the end: {operator.rss_mib()[0]:.0f} MiB (peak {operator.rss_mib()[1]:.0f} MiB)")
