@@ -410,8 +410,10 @@ TREND_MIN_Z = 3.0
 # After a level shift the new segment's slope also needs this much time: at a 2 s step, 20 points are
 # 40 s, in which noise that changes every few seconds (rate() smooths it into runs) often lines up.
 MIN_SLOPE_SECONDS_AFTER_SHIFT = 60.0
-# A trend is extrapolated at most this many times the span it was fitted on (then held): a minute of
-# slope says little about the next quarter of an hour.
+# A trend reaching further than this many times the span it was fitted on is doubted in proportion
+# to the reach (TREND_DOUBT x reach / (EXTRAPOLATION_SPANS x span)): a minute of slope says little
+# about the next quarter of an hour, but a strong half-hour ramp says something about the next hour.
+# (It was a hard cap, which kept every young ramp from a 1-hour horizon.)
 EXTRAPOLATION_SPANS = 2.0
 # Correlated residuals carry less information than as many independent ones: the slope's variance is
 # multiplied by (1 + r) / (1 - r), r the lag-1 autocorrelation of the residuals (the AR(1) variance
@@ -419,12 +421,19 @@ EXTRAPOLATION_SPANS = 2.0
 MAX_RESIDUAL_CORRELATION = 0.95
 # The trend is damped: it is believed for TREND_HALF_LIFE_SECONDS, then fades (damped Holt's idea:
 # trends in load do not go on forever, and an undamped line is the usual cause of false alarms).
-TREND_HALF_LIFE_SECONDS = 3_600.0
+# Fitted on the harness (seed 99): 1 h kept ramps 40-60 min before their crossing from a 1-hour
+# forecast (recall 0.55 at 1 h); 3 h gave the best F1 at 1 h, longer ones more false alarms on ramps
+# that level off below the threshold.
+TREND_HALF_LIFE_SECONDS = 3 * 3_600.0
 # Predictive spread, in units of the fit's residual sigma: the uncertainty of the fitted line at the
 # horizon, plus OBSERVATION_SHARE of one sample's noise (the rule needs a level held for minutes, not
 # one sample), plus TREND_DOUBT x the extrapolated change (the trend itself may end).
 OBSERVATION_SHARE = 0.3
 TREND_DOUBT = 0.35
+# The rule's condition is a level held for minutes: a forecast level must clear the threshold by this
+# share of the sample noise. Without it a fast square wave whose mean is just under the threshold
+# (samples 40 points either side) got probability 0.2 from its noise alone (harness seeds 99 and 100).
+HELD_NOISE_SHARE = 0.25
 # Platt scaling of the normal model's score (forecast beyond the threshold, in spreads) into a
 # probability that came true as often as it says on the harness: fitted by
 # `python tests/bench/analysis_quality.py --calibrate` on a seed the reported figures do not use.
@@ -494,11 +503,12 @@ def forecast_batch(
     2. Level and trend: the least-squares line of the segment since the chosen break gives the level
        now and the slope, if the slope is TREND_MIN_Z standard errors from zero (widened for
        correlated residuals); otherwise the segment's mean is the level and there is no trend. The
-       slope is damped with a half-life of TREND_HALF_LIFE_SECONDS (damped trend, as in damped Holt)
-       and extrapolated at most EXTRAPOLATION_SPANS times the segment's span.
-    3. Confidence: the forecast's distance beyond the threshold in units of its spread (the fitted
-       line's uncertainty at the horizon, OBSERVATION_SHARE of the sample noise and TREND_DOUBT x the
-       extrapolated change), turned into a probability by Platt scaling fitted on the quality harness
+       slope is damped with a half-life of TREND_HALF_LIFE_SECONDS (damped trend, as in damped Holt);
+       reaching past EXTRAPOLATION_SPANS times the segment's span, it is doubted in proportion.
+    3. Confidence: the forecast's distance beyond the threshold, less HELD_NOISE_SHARE of the sample
+       noise (the rule needs a level held), in units of its spread (the fitted line's uncertainty at
+       the horizon, OBSERVATION_SHARE of the sample noise and TREND_DOUBT x the extrapolated change,
+       more past EXTRAPOLATION_SPANS), turned into a probability by Platt scaling fitted on the quality harness
        (CONFIDENCE_SLOPE, CONFIDENCE_OFFSET; tests/bench/analysis_quality.py prints how often each
        confidence band came true). `will_cross` = probability >= `min_confidence`.
     `thresholds`: one per row or a scalar; without them only the forecast is computed.
@@ -574,13 +584,14 @@ def forecast_batch(
     ahead = horizon / point_step
     phi = 0.5 ** (point_step / TREND_HALF_LIFE_SECONDS)
     damped = ahead if phi >= 1 else phi * (1 - phi**ahead) / (1 - phi)
-    damped = np.minimum(damped, EXTRAPOLATION_SPANS * n)
-    change = slope * damped
+    reach = damped
+    beyond = np.fmax(reach / (EXTRAPOLATION_SPANS * np.fmax(n, 1)), 1.0)  # see EXTRAPOLATION_SPANS
+    change = slope * reach
     forecast = level + change
     with np.errstate(divide="ignore", invalid="ignore"):
-        ahead_of_line = np.where(trending & (sxx > 0), (now + damped - mean_t) ** 2 / sxx, 0.0)
+        ahead_of_line = np.where(trending & (sxx > 0), (now + reach - mean_t) ** 2 / sxx, 0.0)
         line_var = sigma**2 * inflation * (1 / n + ahead_of_line)
-    spread = np.sqrt(line_var + OBSERVATION_SHARE * sigma**2 + (TREND_DOUBT * change) ** 2)
+    spread = np.sqrt(line_var + OBSERVATION_SHARE * sigma**2 + (TREND_DOUBT * beyond * change) ** 2)
     scarce = valid < MIN_TREND_SAMPLES * 2
     for array in (level, slope, slope_z, forecast, spread):
         array[scarce] = np.nan
@@ -589,6 +600,7 @@ def forecast_batch(
     if thresholds is not None:
         limit = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n_series,))
         gap = forecast - limit if direction == "above" else limit - forecast
+        gap = gap - HELD_NOISE_SHARE * sigma  # the rule's condition is a level held, not one noisy sample
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(spread > 0, gap / spread, np.where(gap >= 0, np.inf, -np.inf))
         probability = 1 / (1 + np.exp(-np.clip(CONFIDENCE_SLOPE * score + CONFIDENCE_OFFSET, -50, 50)))

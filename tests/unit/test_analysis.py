@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
 from kubetune.analysis import (
     FORECAST_MIN_CONFIDENCE,
@@ -482,6 +483,29 @@ def test_a_line_through_the_first_minute_after_a_shift_is_not_extrapolated() -> 
     assert 8 <= result.shift_samples_ago[0] <= 14
     assert result.slope[0] == 0.0 and result.level[0] == pytest.approx(24.0, abs=1.0)
     assert not result.will_cross[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_young_strong_ramp_is_predicted_at_one_hour_with_less_confidence_than_an_older_one(seed: int) -> None:
+    # +0.7 points/min, at 50 % now: 20 minutes of it after a flat level (young) or the whole hour (older),
+    # the same noise on both. 1 h ahead the line reaches ~92 %; the young one's slope is fitted on a
+    # third of that reach, so it is doubted more (a hard cap at twice its span kept it from 1 h at all).
+    noise = rng(seed).normal(0.0, 0.5, 60)
+    ramp = 50.0 + 0.7 * (np.arange(60) - 59.0)
+    young, older = np.r_[np.full(40, ramp[40]), ramp[40:]] + noise, ramp + noise
+    result = forecast_batch(np.stack([young, older]), step=MINUTE, horizon=3600.0, thresholds=80.0)
+    assert 18 <= result.shift_samples_ago[0] <= 22 and result.shift_samples_ago[1] == -1
+    assert result.will_cross.tolist() == [True, True]
+    assert result.crossing_probability[0] < result.crossing_probability[1]
+
+
+@pytest.mark.parametrize("horizon", [900.0, 3600.0], ids=["15min", "1h"])
+def test_a_fast_square_wave_just_below_the_threshold_on_average_is_never_predicted(horizon: float) -> None:
+    # The harness' `flapping`: 118 % and 38 % in turn every minute (a mean of 78 %), so the rule's
+    # condition (a level held for minutes) never begins. Its noise alone gave probability 0.21.
+    wave = np.where(np.arange(400) % 2 == 0, 118.0, 38.0) + rng().normal(0.0, 2.0, 400)
+    result = forecast_batch(sliding_window_view(wave, 60), step=MINUTE, horizon=horizon, thresholds=80.0)
+    assert not result.will_cross.any(), f"probability up to {result.crossing_probability.max():.2f}"
 
 
 @pytest.mark.parametrize("seed", range(5))
