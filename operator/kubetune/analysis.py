@@ -421,9 +421,9 @@ EXTRAPOLATION_SPANS = 2.0
 MAX_RESIDUAL_CORRELATION = 0.95
 # The trend is damped: it is believed for TREND_HALF_LIFE_SECONDS, then fades (damped Holt's idea:
 # trends in load do not go on forever, and an undamped line is the usual cause of false alarms).
-# Fitted on the harness (seed 99): 1 h kept ramps 40-60 min before their crossing from a 1-hour
-# forecast (recall 0.55 at 1 h); 3 h gave the best F1 at 1 h, longer ones more false alarms on ramps
-# that level off below the threshold.
+# Chosen on the harness (seed 99): 1 h kept ramps 40-60 min before their crossing from a 1-hour
+# forecast (recall 0.53 at 1 h); 1.5 and 3 h gave the best F1 at 1 h and 3 h the more recall; longer
+# ones more false alarms on ramps that level off below the threshold.
 TREND_HALF_LIFE_SECONDS = 3 * 3_600.0
 # Predictive spread, in units of the fit's residual sigma: the uncertainty of the fitted line at the
 # horizon, plus OBSERVATION_SHARE of one sample's noise (the rule needs a level held for minutes, not
