@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,17 +110,19 @@ class NodeTuningWatch:
                 self.refresh()
                 self.tick()
                 # The watch's server-side timeout is the collection interval: each return is a tick.
-                for event in self.api.watch(self.path, {"fieldSelector": f"metadata.name={name}",
-                                                        "timeoutSeconds": interval}, timeout=(30, interval + 30)):
-                    if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
-                        continue
-                    before = _plan_version(self.obj)
-                    self.obj = None if event["type"] == "DELETED" else event["object"]
-                    self.known = True
-                    # Only a new plan (or a created or deleted object) is worth a cycle now: our own
-                    # status patch comes back as MODIFIED too, and reacting to it would loop.
-                    if _plan_version(self.obj) != before:
-                        self.tick()
+                events = self.api.watch(self.path, {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": interval},
+                                        timeout=(30, interval + 30))
+                with closing(events):  # its connection, also when a tick raises mid-watch
+                    for event in events:
+                        if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                            continue
+                        before = _plan_version(self.obj)
+                        self.obj = None if event["type"] == "DELETED" else event["object"]
+                        self.known = True
+                        # Only a new plan (or a created or deleted object) is worth a cycle now: our own
+                        # status patch comes back as MODIFIED too, and reacting to it would loop.
+                        if _plan_version(self.obj) != before:
+                            self.tick()
             except (KubeError, ApiError, Gone, requests.RequestException) as error:
                 log.warning("API server: %s; sampling only until it answers", error)
                 self.known = False
