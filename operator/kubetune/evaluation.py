@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
 
@@ -33,7 +33,7 @@ from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
 from kubetune.predictions import HistoryVerdicts, Insights, analyse
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
-from kubetune.promql import QueryPlan, cycle_queries
+from kubetune.promql import WORKLOAD_CPU_SERIES, QueryPlan, cycle_queries, workload_cpu_series
 from kubetune.reasons import ConditionType, Reason
 from kubetune.records import ClusterView, PolicyRecord, conflicting
 from kubetune.settings import OperatorSettings
@@ -50,6 +50,10 @@ def _now() -> datetime:
 
 # Cycles start at least this far apart: policies falling due within it share one cycle and its queries.
 MIN_CYCLE_GAP = 1.0
+# The forecaster's hour per workload is asked at most this often (seconds): its subquery evaluates rate()
+# and the owner join at every step of the hour for every pod of its namespaces — at 10,000 pods on two
+# busy CPUs longer than the query timeout, which failed whole cycles — and a minute moves 4 of 240 points.
+FORECAST_REFRESH = 60.0
 # How many recent cycles' durations set the lead (the longest of them: one quick cycle must not shrink it).
 RECENT_CYCLES = 3
 
@@ -129,6 +133,9 @@ class Evaluator:
         self.history_cache: dict[str, Samples] = {}
         self.past_pods = PastPods({})  # indexes history_cache; rebuilt with it
         self.histories: dict[str, WorkloadHistory] = {}
+        self.forecast_cache: Samples = {}
+        self.forecast_namespaces: frozenset[str] = frozenset()
+        self.forecast_fetched = float("-inf")
         self.verdicts = HistoryVerdicts()
         self.active: Callable[[], bool] = lambda: True
         self.owns: Callable[[str], bool] = lambda namespace: True
@@ -181,7 +188,8 @@ class Evaluator:
     async def _fetch(self, due: list[PolicyRecord], clock: float) -> Batch:
         # History queries (a day of usage) are heavy; their answer changes slowly.
         with_history = clock - self.last_history_fetch >= self.settings.duration("recommendation_refresh").total_seconds()
-        queries = cycle_queries(query_plan(due, with_history), rate_window=self.settings.rate_window,
+        plan = query_plan(due, with_history)
+        queries = cycle_queries(replace(plan, forecast_window=None), rate_window=self.settings.rate_window,
                                 step=self.settings.query_step, history=self.settings.recommendation_window)
         try:
             results, stats = await asyncio.to_thread(self.prometheus.fetch, queries)
@@ -193,8 +201,31 @@ class Evaluator:
             self.last_history_fetch = clock
             self.history_cache = {k: v for k, v in results.items() if k in HISTORY_QUERIES}
             self.past_pods = PastPods(self.history_cache)
+        if plan.forecast_window:
+            results[WORKLOAD_CPU_SERIES] = await self._forecast_hour(plan, clock)
         return Batch({**self.history_cache, **results}, histories=await self._baselines(due),
                      past_pods=self.past_pods)
+
+    async def _forecast_hour(self, plan: QueryPlan, clock: float) -> Samples:
+        """The forecaster's hour per workload, asked again once a FORECAST_REFRESH or when a namespace is
+        new to it. Optional evidence: if Prometheus cannot answer it, the last answer (or none: the
+        forecaster then reads the recent per-pod series) serves, and the cycle goes on."""
+        wanted = plan.namespaces | self.forecast_namespaces
+        if clock - self.forecast_fetched < FORECAST_REFRESH and wanted <= self.forecast_namespaces:
+            return self.forecast_cache
+        self.forecast_fetched = clock  # a failure is not asked again within the refresh either
+        query = workload_cpu_series(wanted, rate_window=self.settings.rate_window, window=plan.forecast_window,
+                                    step=self.settings.query_step)
+        try:
+            answer, stats = await asyncio.to_thread(self.prometheus.fetch, [query])
+        except PrometheusUnavailable as e:
+            self.metrics.prometheus_failures.inc()
+            log.warning("the forecaster's hour per workload: %s; forecasts use the last answer or the recent "
+                        "per-pod series until it answers", e)
+            return self.forecast_cache
+        self.metrics.observe_queries(stats)
+        self.forecast_cache, self.forecast_namespaces = answer[query.name], wanted
+        return self.forecast_cache
 
     async def _baselines(self, due: list[PolicyRecord]) -> dict[str, WorkloadHistory]:
         """The detector's eight-day baselines per source, refreshed when the 5-minute step moves; a source

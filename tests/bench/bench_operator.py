@@ -6,7 +6,9 @@ scraped by the real Prometheus, the operator as a real process (as the image run
 Scale: KUBETUNE_BENCH_POLICIES (1000; one Deployment each), KUBETUNE_BENCH_REPLICAS (10 pods per
 Deployment), KUBETUNE_BENCH_MEASURE_SECONDS (60 per phase); KUBETUNE_BENCH_MALLOC_ARENA_MAX (2, as the
 image; empty for glibc's default); KUBETUNE_BENCH_REACTIONS (5 workloads loaded for the reaction);
-KUBETUNE_BENCH_TRACEMALLOC (frames; unset = off): the operator runs under tracemalloc and the report
+KUBETUNE_BENCH_KUBE_STATE_METRICS (1; 0 = off): kube-state-metrics' owner series for the pods and the
+shipped recording rules, so the operator keeps workload history and the forecaster's hour as it does
+where kube-state-metrics runs (most clusters); KUBETUNE_BENCH_TRACEMALLOC (frames; unset = off): the operator runs under tracemalloc and the report
 gets its largest allocations after the 1,000-policy phase, by file and by line — a diagnostic run: the
 tracing itself costs time and memory, so its cycle and RSS figures are not the budget's. Pods land on kwok-bench-N nodes of 1,000
 pods each (the template names the node, so the scheduler is not the bottleneck).
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,8 @@ REPLICAS = int(os.environ.get("KUBETUNE_BENCH_REPLICAS", "10"))
 MEASURE = float(os.environ.get("KUBETUNE_BENCH_MEASURE_SECONDS", "60"))
 REACTIONS = int(os.environ.get("KUBETUNE_BENCH_REACTIONS", "5"))
 TRACEMALLOC = os.environ.get("KUBETUNE_BENCH_TRACEMALLOC", "")
+KUBE_STATE_METRICS = os.environ.get("KUBETUNE_BENCH_KUBE_STATE_METRICS", "1") == "1"
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "kubetune-rules.yaml"
 PODS_PER_NODE = 1000
 NAMESPACES = 10
 INTERVAL = 10  # s: every policy's interval
@@ -122,6 +127,52 @@ def running_pods(cluster) -> list[tuple[str, str]]:
                           "-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name", "--no-headers",
                           timeout=120).stdout
     return [tuple(line.split()) for line in out.splitlines() if line.strip()]
+
+
+class OwnerSeries:
+    """kube-state-metrics' owner series for the bench's pods (Deployment → ReplicaSet → pod, named as
+    the controllers name them), for the shipped recording rules' pod → workload join. kwok has no
+    kube-state-metrics; these two families are all of it the operator's queries read."""
+
+    def __init__(self, pods: list[tuple[str, str]]):
+        self.pods = pods
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        labels = ["namespace", "owner_kind", "owner_name", "owner_is_controller"]
+        pod_owner = GaugeMetricFamily("kube_pod_owner", "pod owners", labels=["pod", *labels])
+        replicaset_owner = GaugeMetricFamily("kube_replicaset_owner", "ReplicaSet owners", labels=["replicaset", *labels])
+        replicasets = set()
+        for namespace, pod in self.pods:
+            replicaset = pod.rsplit("-", 1)[0]
+            pod_owner.add_metric([pod, namespace, "ReplicaSet", replicaset, "true"], 1)
+            if (namespace, replicaset) not in replicasets:
+                replicasets.add((namespace, replicaset))
+                replicaset_owner.add_metric([replicaset, namespace, "Deployment", replicaset.rsplit("-", 1)[0], "true"], 1)
+        return [pod_owner, replicaset_owner]
+
+
+def serve_kube_state_metrics(prometheus, pods: list[tuple[str, str]]):
+    """Serve OwnerSeries as job kube-state-metrics (the rules select on it) and load the shipped rules;
+    returns the server, to shut down."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(OwnerSeries(pods))
+    port = localcluster.free_port()
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    prometheus.add_target("kube-state-metrics", f"127.0.0.1:{port}")
+    (prometheus.state_dir / "rules" / "kubetune-rules.yaml").write_text(RULES.read_text())
+    requests.post(f"{prometheus.url}/-/reload", timeout=30).raise_for_status()
+    return server
+
+
+def unserve_kube_state_metrics(prometheus, server) -> None:
+    prometheus.remove_target("kube-state-metrics")
+    (prometheus.state_dir / "rules" / "kubetune-rules.yaml").unlink(missing_ok=True)
+    requests.post(f"{prometheus.url}/-/reload", timeout=30)
+    server.shutdown()
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -250,8 +301,11 @@ class Phase:
 
     def measure(self, cluster, operator: Operator, seconds: float) -> Phase:
         before, api_before = operator.metrics(), api_requests(cluster)
+        start = datetime.now(timezone.utc)
         time.sleep(seconds)
         after, api_after = operator.metrics(), api_requests(cluster)
+        end = datetime.now(timezone.utc)
+        self.own_events = sum(start <= t <= end for t in operator_event_times(cluster))
         cycle = "kubetune_evaluation_cycle_duration_seconds"
         self.cycles = total(after, cycle + "_count") - total(before, cycle + "_count")
         self.mean_cycle = (total(after, cycle + "_sum") - total(before, cycle + "_sum")) / max(self.cycles, 1)
@@ -264,13 +318,18 @@ class Phase:
         self.failures = (total(after, "kubetune_evaluation_cycle_failures_total")
                          - total(before, "kubetune_evaluation_cycle_failures_total"))
         self.api = {k: api_after[k] - api_before[k] for k in api_after}
+        self.seconds = (end - start).total_seconds()
         self.rss, self.hwm = operator.rss_mib()
         self.rss_parts = operator.rss_parts()
         return self
 
     def report(self) -> list[str]:
         per = max(self.cycles, 1)
-        operator_calls = sum(v for k, v in self.api.items() if k != "all")
+        # POST events counts every client's Events (the scheduler's and kwok's go on for minutes after
+        # 10,000 pods start): the operator's own are counted on the Event objects instead.
+        writes = {k: v for k, v in self.api.items() if k not in ("all", "POST events")}
+        writes["Events posted"] = self.own_events
+        operator_calls = sum(writes.values())
         lines = [f"{self.name}: {self.policies} policies, {self.cycles:.0f} cycles, {self.evaluations:.0f} evaluations, "
                  f"{self.failures:.0f} failed cycles",
                  f"  cycle time           mean {self.mean_cycle:.2f} s, every cycle <= {self.max_cycle_bucket:g} s   "
@@ -278,8 +337,10 @@ class Phase:
                  f"  operator RSS         {self.rss:.0f} MiB (peak {self.hwm:.0f} MiB)   (target <= 200 MiB)",
                  f"  Prometheus queries   {self.queries / per:.1f} per cycle   (target: constant)",
                  f"  API calls            {operator_calls / per:.0f} per cycle by the operator "
-                 f"({', '.join(f'{k} {v / per:.0f}' for k, v in self.api.items() if k != 'all' and v)}); "
-                 f"all clients {self.api['all'] / per:.0f} per cycle"]
+                 f"({', '.join(f'{k} {v / per:.0f}' for k, v in writes.items() if v)}); "
+                 f"all clients {self.api['all'] / per:.0f} per cycle, of which POST events {self.api['POST events'] / per:.0f}",
+                 f"  evaluations          {self.evaluations / max(self.policies, 1) / (self.seconds / 60):.1f} "
+                 f"per policy per minute (interval {INTERVAL} s: {60 / INTERVAL:g} if evaluated exactly on it)"]
         return lines
 
 
@@ -309,6 +370,20 @@ def watch_template(cluster, namespace: str, name: str, changed: dict, stop: thre
                 return
 
 
+def operator_event_times(cluster) -> list[datetime]:
+    """When each Event the operator posted was first seen (its firstTimestamp or eventTime)."""
+    out = cluster.kubectl("get", "events", "-A", "-o", "json", check=False, timeout=120)
+    if out.returncode:
+        return []
+    times = []
+    for e in json.loads(out.stdout)["items"]:
+        if (e.get("source") or {}).get("component") == "kubetune-operator" or e.get("reportingComponent") == "kubetune.io/operator":
+            when = e.get("firstTimestamp") or e.get("eventTime")
+            if when:
+                times.append(datetime.fromisoformat(when.replace("Z", "+00:00")))
+    return times
+
+
 def operator_events(cluster) -> str:
     """What the Events were, so a count per cycle can be read: '<kind>/<reason> <count>', most first."""
     out = cluster.kubectl("get", "events", "-A", "-o", "json", check=False, timeout=120)
@@ -332,6 +407,7 @@ def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
     exporter = loadgen.SyntheticExporter()
     operator = Operator(cluster, prometheus.url, tmp_path / "operator.log")
     report: list[str] = []
+    owners = None
     try:
         apply_list(cluster, [bench_node(i) for i in range(node_count())])
         apply_list(cluster, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{n}"}}
@@ -342,7 +418,10 @@ def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
                         (len(p) >= pods_wanted or log(f"{len(p)} pods Running")) and p, timeout=600, every=10)
         log(f"{len(pods)} pods Running {time.monotonic() - t:.0f} s after the Deployments were applied")
         exporter.set_pods((ns, pod, ("app",)) for ns, pod in pods)
-        prometheus.add_target("cadvisor-bench", f"127.0.0.1:{exporter.start()}")
+        # Labelled as a kubelet's cAdvisor endpoint is, which the shipped rules select.
+        prometheus.add_target("cadvisor-bench", f"127.0.0.1:{exporter.start()}",
+                              {"job": "kubelet", "metrics_path": "/metrics/cadvisor"} if KUBE_STATE_METRICS else None)
+        owners = serve_kube_state_metrics(prometheus, pods) if KUBE_STATE_METRICS else None
 
         operator.start()
         t = time.monotonic()
@@ -403,10 +482,13 @@ def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
         report.append(f"Events by the operator, by kind and reason: {operator_events(cluster)}")
         operator.stop()
         prometheus.remove_target("cadvisor-bench")
+        if owners is not None:
+            unserve_kube_state_metrics(prometheus, owners)
         exporter.stop()
         print("\n".join(["", "=== operator benchmark ===",
                          f"scale: {POLICIES} PerformancePolicies, {pods_wanted} pods, {node_count()} kwok-bench nodes, "
-                         f"{NAMESPACES} namespaces; policy interval {INTERVAL} s, scrape 5 s, {os.cpu_count()} CPUs",
+                         f"{NAMESPACES} namespaces; policy interval {INTERVAL} s, scrape 5 s, {os.cpu_count()} CPUs; "
+                         f"kube-state-metrics owner series and the shipped rules: {'yes' if KUBE_STATE_METRICS else 'no'}",
                          *report, f"wall time {time.monotonic() - started:.0f} s", ""]))
         print(re.sub(r"(?m)^.*INFO.*\n", "", operator.log_path.read_text() if operator.log_path.exists() else "")[-2000:])
         for n in range(NAMESPACES):

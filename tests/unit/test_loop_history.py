@@ -164,6 +164,39 @@ async def test_forecaster_reads_the_workload_hour_and_predicts_the_crossing():
     assert kube.of("resize")
 
 
+class HourTimesOut(FakePrometheus):
+    """Answers everything but, once `hour_down`, the forecaster's hour (as a Prometheus does that cannot
+    evaluate its subquery over 10,000 pods within the query timeout)."""
+
+    hour_down = False
+
+    def fetch(self, queries):
+        if self.hour_down and any(q.name == "series:cpu:workload" for q in queries):
+            raise PrometheusUnavailable("query series:cpu:workload failed: http://prometheus:9090 gave no answer within 10 s")
+        return super().fetch(queries)
+
+
+async def test_the_forecasters_hour_is_asked_once_a_minute_and_its_failure_does_not_fail_the_cycle():
+    hour = tuple(0.5 * (0.40 + 0.36 * i / 239) for i in range(240))
+    batch = cpu_batch(PODS, now=hour[-1], series=tuple(hour[-20:]))
+    batch["series:cpu:workload"] = {(NS, APP, "app"): hour}
+    prom = HourTimesOut(batch=batch)
+    ev = evaluator(prom, FakeKube(), [NOW])
+    p = policy(spec(prediction={"enabled": True, "horizon": "15m"}))
+    hour_asked = lambda: sum("[1h:15s]" in q for q in prom.asked)
+    assert (await ev._fetch([p], 0.0)).results["series:cpu:workload"] == {(NS, APP, "app"): hour}
+    assert (await ev._fetch([p], 30.0)).results["series:cpu:workload"] and hour_asked() == 1
+    prom.hour_down = True
+    after = await ev._fetch([p], 61.0)
+    assert after.error is None and after.results["cpu"], "the cycle has its answers"
+    assert after.results["series:cpu:workload"] == {(NS, APP, "app"): hour}, "the last hour serves"
+    prom.hour_down = False
+    await ev._fetch([p], 90.0)
+    assert hour_asked() == 1, "a failed hour is not asked again within the minute"
+    await ev._fetch([p], 122.0)
+    assert hour_asked() == 2
+
+
 def workload_matrix(needle: str, value):
     """A query_range answer of a workload-level family (no container label) from `value(t)`."""
     def answer(start: float, end: float, step: float) -> list[dict]:
