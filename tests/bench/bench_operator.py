@@ -235,12 +235,13 @@ main()
 
 
 class Operator:
-    """The operator (OPERATOR_COMMAND) as a process, with the chart's step and rate window and a short tick."""
+    """The operator (OPERATOR_COMMAND) as a process, with the chart's step, rate window and tick (5 s: it paces
+    the node-tuning loop and how soon a new policy is seen; the evaluation loop wakes when a policy falls due)."""
 
     def __init__(self, cluster, prometheus_url: str, log_path: Path):
         self.port = localcluster.free_port()
         self.env = {**cluster.env, "KUBETUNE_PROMETHEUS_URL": prometheus_url, "KUBETUNE_NAMESPACES": "",
-                    "KUBETUNE_RATE_WINDOW": RATE_WINDOW, "KUBETUNE_QUERY_STEP": STEP, "KUBETUNE_TICK": "1",
+                    "KUBETUNE_RATE_WINDOW": RATE_WINDOW, "KUBETUNE_QUERY_STEP": STEP,
                     "KUBETUNE_LEADER_ELECTION": "false", "KUBETUNE_METRICS_PORT": str(self.port), "KUBETUNE_LIVENESS_PORT": "0",
                     "KUBETUNE_RECOMMENDATION_WINDOW": "5m", "KUBETUNE_RECOMMENDATION_REFRESH": "10m",
                     # As the image sets it (Dockerfile); KUBETUNE_BENCH_MALLOC_ARENA_MAX="" leaves glibc's default.
