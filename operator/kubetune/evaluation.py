@@ -31,7 +31,7 @@ from kubetune.history import WorkloadHistory
 from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
-from kubetune.predictions import HistoryVerdicts, Insights, analyse
+from kubetune.predictions import AnalysisCache, Insights, analyse
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
 from kubetune.promql import WORKLOAD_CPU_SERIES, QueryPlan, cycle_queries, workload_cpu_series
 from kubetune.reasons import ConditionType, Reason
@@ -136,7 +136,7 @@ class Evaluator:
         self.forecast_cache: Samples = {}
         self.forecast_namespaces: frozenset[str] = frozenset()
         self.forecast_fetched = float("-inf")
-        self.verdicts = HistoryVerdicts()
+        self.analysis_cache = AnalysisCache()
         self.active: Callable[[], bool] = lambda: True
         self.owns: Callable[[str], bool] = lambda namespace: True
 
@@ -164,6 +164,7 @@ class Evaluator:
                            self.settings.tick)
         if not due:
             return
+        self.analysis_cache.next_cycle()
         start = time.perf_counter()
         batch = await self._fetch(due, clock)
         conflicts = conflicting(policies)
@@ -240,14 +241,11 @@ class Evaluator:
         now, current = self.clock().timestamp(), {}
         for name, namespaces in wanted.items():
             history = self.histories.setdefault(name, WorkloadHistory(self.prometheus, queries=queries[name]))
-            end = history.end
             try:  # the namespaces already held are kept: policies with other intervals are due in other cycles
                 await asyncio.to_thread(history.refresh, namespaces | history.namespaces, now)
             except PrometheusUnavailable as e:
                 log.warning("workload history %s not refreshed, judged on the recent series: %s", name, e)
                 continue
-            if history.end != end:
-                self.verdicts.clear()
             if history.current(now):
                 current[name] = history
         return current
@@ -293,7 +291,7 @@ class Evaluator:
         full = parse_duration(ANALYSIS_WINDOW).total_seconds() / step
         warmup = int(self.settings.duration("rate_window").total_seconds() / step)
         insights = analyse(spec, signals, step, warmup_points=warmup if any(
-            len(c.cpu_series) < full for c in signals.containers) else 0, verdicts=self.verdicts)
+            len(c.cpu_series) < full for c in signals.containers) else 0, cache=self.analysis_cache)
         bottleneck = None
         acting = {h.rule.action for h in evaluate_rules(spec, signals)[0]}
         report.high_load = Action.INCREASE_RESOURCES in acting  # for the status; raises process priority

@@ -27,7 +27,7 @@ import localcluster  # deploy/local, on sys.path via tests/conftest.py
 from kubetune.analysis import detector_window
 from kubetune.decisions import ContainerSignals, WorkloadSignals
 from kubetune.history import WorkloadHistory
-from kubetune.predictions import HistoryVerdicts, analyse
+from kubetune.predictions import AnalysisCache, analyse
 from kubetune.prometheus import Prometheus
 from kubetune.promql import history_queries, latency_history_queries, request_history_queries, workload_cpu_series
 from kubetune.settings import OperatorSettings
@@ -189,7 +189,7 @@ def test_the_loop_reads_eight_days_per_workload_through_the_owner_join(backfille
     signals = WorkloadSignals(containers=(ContainerSignals("app", {"cpu": 0.5, "memory": 512 * MIB}, {},
                                                            cpu_history=cpu, memory_history=memory),),
                               history_step_seconds=history.step)
-    insights = analyse(spec(anomalyDetection={"enabled": True}), signals, 15.0, verdicts=HistoryVerdicts())
+    insights = analyse(spec(anomalyDetection={"enabled": True}), signals, 15.0, cache=AnalysisCache())
     assert [a for a in insights.anomalies if "app cpuUtilization" in a and "incident open" in a], insights.anomalies
     assert not [a for a in insights.anomalies if "memory" in a]
 
