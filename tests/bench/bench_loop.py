@@ -63,8 +63,9 @@ def scenario(policies: int) -> tuple[ClusterView, FakePrometheus]:
             batch["cpu_min_5m"][key] = load
             batch["cpu_max_15m"][key] = load
             # 5 minutes at the default 15 s step: 20 points
-            batch["series:cpu"][key] = tuple(load + 0.01 * ((k * 7) % 5) for k in range(20))
-            batch["series:memory"][key] = tuple(200 * 2**20 + 2**20 * ((k * 3) % 4) for k in range(20))
+            # (+ i: every policy's series differs, as real ones do, so no analysis is shared between them)
+            batch["series:cpu"][key] = tuple(load + 0.01 * ((k * 7) % 5) + 1e-9 * i for k in range(20))
+            batch["series:memory"][key] = tuple(200 * 2**20 + 2**20 * ((k * 3) % 4) + i for k in range(20))
             batch["cpu_p50"][key], batch["cpu_p90"][key], batch["cpu_peak"][key] = load, load * 1.1, load * 1.3
             batch["memory_peak"][key] = 220 * 2**20
     return ClusterView(policies=records, pods=pods, workloads=workloads), FakePrometheus(batch=batch)
