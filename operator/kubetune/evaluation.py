@@ -77,9 +77,12 @@ def start_by(policy: PolicyRecord, last_run: Mapping[tuple[str, str], float], le
 
 def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, str], float], clock: float,
                  lead: float = 0.0, tick: float = 0.0) -> list[PolicyRecord]:
-    """The policies to evaluate in a cycle starting at `clock`: those whose start-by moment has come or
-    comes before the next cycle could start (a cycle, or the minimum gap, from now) — still at most half
-    an interval early."""
+    """The policies to evaluate in a cycle starting at `clock`: none unless some policy's start-by moment
+    has come (a tick alone pulls nothing forward); then also those whose moment comes before the next
+    cycle could start (a cycle, or the minimum gap, from now) — still at most half an interval early."""
+    policies = list(policies)
+    if not any(start_by(p, last_run, lead, tick) <= clock for p in policies):
+        return []
     lookahead = max(lead, MIN_CYCLE_GAP)
     return [p for p in policies if start_by(p, last_run, lead + lookahead, tick) <= clock]
 
@@ -156,14 +159,15 @@ class Evaluator:
         return min((start_by(p, self.last_run, self.lead(), self.settings.tick)
                     for p in view.policies if self.owns(p.namespace)), default=float("inf"))
 
-    async def cycle(self, view: ClusterView) -> None:
+    async def cycle(self, view: ClusterView) -> bool:
+        """Evaluate the policies falling due; False when there were none."""
         clock = time.monotonic()
         policies = list(view.policies)
         # Sharded: only the namespaces of the shards this replica holds (conflicts still see every policy).
         due = due_policies([p for p in policies if self.owns(p.namespace)], self.last_run, clock, self.lead(),
                            self.settings.tick)
         if not due:
-            return
+            return False
         self.analysis_cache.next_cycle()
         start = time.perf_counter()
         batch = await self._fetch(due, clock)
@@ -185,6 +189,7 @@ class Evaluator:
         await asyncio.gather(*(one(p) for p in due))
         self.recent_cycles.append(time.monotonic() - clock)
         self.metrics.cycle_seconds.observe(time.perf_counter() - start)
+        return True
 
     async def _fetch(self, due: list[PolicyRecord], clock: float) -> Batch:
         # History queries (a day of usage) are heavy; their answer changes slowly.

@@ -64,3 +64,15 @@ async def test_work_falling_due_before_the_tick_starts_a_cycle_then_but_never_wi
     await run(time, tick=5.0, cycle=cycle, next_start=lambda: next(due_at), min_gap=1.0)
     # 0 → 3.5 (due); 3.5 → 4.5 (overdue, but a cycle just started); 4.5 → 9.5 (the tick)
     assert time.sleeps == [3.0, 0.5, 4.5]
+
+
+async def test_a_cycle_that_found_nothing_does_not_hold_the_next_one_back():
+    time = FakeTime(stop_after=2)
+    found = iter([False, True])
+
+    async def cycle():
+        return next(found)
+
+    await run(time, tick=5.0, cycle=cycle, next_start=lambda: 0.3, min_gap=1.0)
+    # work due at 0.3 starts then (the cycle at 0 did nothing); the next no sooner than 1 s after it
+    assert time.sleeps == [0.3, 1.0]

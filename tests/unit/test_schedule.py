@@ -20,10 +20,10 @@ TICK = 5.0
 
 @pytest.mark.parametrize("case, last, lead, clock, due", [
     ("never evaluated", None, 0.0, 0.0, True),
-    ("quick cycles: due a minimum gap before the interval is up", 0.0, 0.0, 9.0, True),
-    ("quick cycles: not before that", 0.0, 0.0, 8.9, False),
-    ("2 s cycles: a cycle plus the next one's lookahead early", 0.0, 2.0, 6.0, True),
-    ("2 s cycles: not before that", 0.0, 2.0, 5.9, False),
+    ("quick cycles: due when the interval is up", 0.0, 0.0, 10.0, True),
+    ("quick cycles: not before", 0.0, 0.0, 9.9, False),
+    ("2 s cycles: a cycle early", 0.0, 2.0, 8.0, True),
+    ("2 s cycles: not before", 0.0, 2.0, 7.9, False),
     ("cycles longer than the interval: never more than half an interval early", 0.0, 30.0, 4.9, False),
     ("cycles longer than the interval: half an interval early", 0.0, 30.0, 5.0, True),
 ])
@@ -31,6 +31,15 @@ def test_a_policy_is_due_early_by_what_a_cycle_takes(case, last, lead, clock, du
     p = policy(spec(interval="10s"))
     last_run = {} if last is None else {p.key: last}
     assert bool(due_policies([p], last_run, clock, lead, TICK)) is due, case
+
+
+def test_a_cycle_that_must_start_takes_the_policies_due_before_the_next_could():
+    """2 s cycles: `a` must start now; `b` could wait 1.5 s, but the next cycle cannot start before this
+    one ends (2 s), so it joins; `c`, due in 2.5 s, waits. Without `a`, nothing starts (a tick alone)."""
+    a, b, c = (policy(spec(interval="10s"), name=n) for n in "abc")
+    last_run = {a.key: 0.0, b.key: 1.5, c.key: 2.5}
+    assert [p.name for p in due_policies([a, b, c], last_run, 8.0, 2.0, TICK)] == ["a", "b"]
+    assert due_policies([b, c], last_run, 8.0, 2.0, TICK) == []
 
 
 @pytest.mark.parametrize("case, body", [("switched off", spec(mode="Off")), ("invalid", None)])
@@ -50,11 +59,13 @@ async def test_every_action_lands_within_an_interval_of_the_previous_read(cycle_
 
     async def cycle():
         lead = max(recent, default=0.0)
-        if due_policies([p], last_run, now[0], lead, TICK):
-            last_run[p.key] = now[0]
-            reads.append(now[0])
-            now[0] += cycle_seconds
-            recent.append(cycle_seconds)
+        if not due_policies([p], last_run, now[0], lead, TICK):
+            return False
+        last_run[p.key] = now[0]
+        reads.append(now[0])
+        now[0] += cycle_seconds
+        recent.append(cycle_seconds)
+        return True
 
     async def sleep(seconds):
         now[0] += seconds
