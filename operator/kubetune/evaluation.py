@@ -80,11 +80,10 @@ def due_policies(policies: Iterable[PolicyRecord], last_run: Mapping[tuple[str, 
     """The policies to evaluate in a cycle starting at `clock`: none unless some policy's start-by moment
     has come (a tick alone pulls nothing forward); then also those whose moment comes before the next
     cycle could start (a cycle, or the minimum gap, from now) — still at most half an interval early."""
-    policies = list(policies)
-    if not any(start_by(p, last_run, lead, tick) <= clock for p in policies):
-        return []
     lookahead = max(lead, MIN_CYCLE_GAP)
-    return [p for p in policies if start_by(p, last_run, lead + lookahead, tick) <= clock]
+    early = [p for p in policies if start_by(p, last_run, lead + lookahead, tick) <= clock]
+    # A policy that must start now is among them: an earlier start-by only moves it earlier.
+    return early if any(start_by(p, last_run, lead, tick) <= clock for p in early) else []
 
 
 def query_plan(policies: Iterable[PolicyRecord], with_history: bool) -> QueryPlan:

@@ -61,7 +61,7 @@ class Insights:
 
 
 class AnalysisCache:
-    """Results of the statistics on series already seen: anomaly cache and forecasts, keyed by the
+    """Results of the statistics on series already seen: anomaly verdicts and forecasts, keyed by the
     series' bytes and everything else the result depends on, so a cached result is never stale.
 
     A history gains a sample once per 5-minute step and a recent series once per query step (15 s),
@@ -75,12 +75,13 @@ class AnalysisCache:
     def __init__(self) -> None:
         self.generations: deque[dict[tuple, Any]] = deque([{}], maxlen=self.GENERATIONS)
 
-    def judged(self, key: tuple, values: np.ndarray, judge: Callable[[], T]) -> T:
+    def get(self, key: tuple, values: np.ndarray, compute: Callable[[], T]) -> T:
+        """The result for `values` under `key`, computed by `compute` when not held."""
         key = (*key, values.size, hashlib.blake2b(values.tobytes(), digest_size=16).digest())
         newest = self.generations[-1]
         if key not in newest:
             older = next((g for g in self.generations if key in g), None)
-            newest[key] = older.pop(key) if older is not None else judge()
+            newest[key] = older.pop(key) if older is not None else compute()
         return newest[key]
 
     def next_cycle(self) -> None:
@@ -106,7 +107,7 @@ def _anomaly(history: ArrayLike, recent: ArrayLike, history_step: float, step: f
                                        floor_relative=floor.relative, direction=floor.direction, name=name)
             return incident.explanation if incident.active else None
 
-        return cache.judged((name, scale, threshold, seconds), values, judge) if cache is not None else judge()
+        return cache.get((name, scale, threshold, seconds), values, judge) if cache is not None else judge()
     return None
 
 
@@ -158,7 +159,7 @@ def analyse(spec: PerformancePolicySpec, signals: WorkloadSignals, step_seconds:
             return forecast_batch(np.broadcast_to(series, (len(limits), series.size)), step=step_seconds,
                                   horizon=horizon, thresholds=limits, min_confidence=min_confidence)
 
-        forecast = (cache.judged(("forecast", step_seconds, horizon, tuple(limits), min_confidence), series,
+        forecast = (cache.get(("forecast", step_seconds, horizon, tuple(limits), min_confidence), series,
                                     predict) if cache is not None else predict())
         change, slope_z = float(forecast.slope[0]) * horizon, float(forecast.slope_z[0])
         if np.isfinite(change) and abs(slope_z) >= TREND_MIN_SLOPE_Z:
