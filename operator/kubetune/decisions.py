@@ -13,6 +13,9 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Mapping
 
+import numpy as np
+import numpy.typing as npt
+
 from kubetune.api.common import Mode, parse_duration, parse_quantity
 from kubetune.api.performancepolicy import (
     Action,
@@ -27,6 +30,10 @@ from kubetune.api.performancepolicy import (
 from kubetune.reasons import Reason
 from kubetune.verification import RetryBackoff
 from kubetune.workloads import format_quantity
+
+# Samples oldest first: arrays as Prometheus answers and the history cache hold them (compact at
+# 10,000 pods), tuples where a test or a template builds one.
+Series = tuple[float, ...] | npt.NDArray[np.floating]
 
 # Margins of the recommendation, VPA-like: a high percentile of CPU usage and the memory peak,
 # each with 15 % headroom; memory gets 20 % over its limit after an OOM kill.
@@ -64,13 +71,13 @@ class ContainerSignals:
     # cpu_p50, cpu_p90, cpu_peak (cores), memory_peak (bytes), oom_kills over the recommendation window
     history: Mapping[str, float] = field(default_factory=dict)
     # recent CPU usage (cores, mean over pods, oldest first) for trends, anomalies and the peak
-    cpu_series: tuple[float, ...] = ()
+    cpu_series: Series = ()
     # recent memory working set (bytes, mean over pods, oldest first; same steps as cpu_series)
-    memory_series: tuple[float, ...] = ()
+    memory_series: Series = ()
     # the anomaly detector's baseline: the same CPU usage (cores) and working set (bytes), oldest first,
     # at WorkloadSignals.history_step_seconds over up to 8 days (issue 16; empty: judged on the series above)
-    cpu_history: tuple[float, ...] = ()
-    memory_history: tuple[float, ...] = ()
+    cpu_history: Series = ()
+    memory_history: Series = ()
 
 
 @dataclass(frozen=True)
@@ -83,15 +90,15 @@ class WorkloadSignals:
     # (keys: `workload_sustained_keys(spec)`); "above X for W" reads the min, "below" the max.
     sustained: Mapping[tuple[Metric, str, str], float] = field(default_factory=dict)
     # recent p95 latency (ms) and error rate (percent), oldest first, for anomaly detection
-    latency_series: tuple[float, ...] = ()
-    error_rate_series: tuple[float, ...] = ()
+    latency_series: Series = ()
+    error_rate_series: Series = ()
     # recent throughput (requests per second), oldest first, same steps as latency_series
-    throughput_series: tuple[float, ...] = ()
+    throughput_series: Series = ()
     # the anomaly detector's baselines, oldest first, at history_step_seconds over up to 8 days (issue 16;
     # empty: the signal is judged on its recent series alone, without seasonality)
-    latency_history: tuple[float, ...] = ()
-    error_rate_history: tuple[float, ...] = ()
-    throughput_history: tuple[float, ...] = ()
+    latency_history: Series = ()
+    error_rate_history: Series = ()
+    throughput_history: Series = ()
     history_step_seconds: float = 300.0
 
 
@@ -393,8 +400,8 @@ def observed_peak(c: ContainerSignals, resource: str) -> tuple[float, str] | Non
         seen.append((peak, "peak over the recommendation window"))
     seen += [(v, f"highest over {window}") for (r, agg, window), v in c.sustained.items() if r == resource and agg == "max"]
     series = c.cpu_series if resource == "cpu" else c.memory_series if resource == "memory" else ()
-    if series:
-        seen.append((max(series), "highest of the recent series"))
+    if len(series):
+        seen.append((float(max(series)), "highest of the recent series"))
     return max(seen, key=lambda s: s[0], default=None)
 
 

@@ -28,7 +28,7 @@ from kubetune.admission import new_pod_containers, socket_buffer_sysctls
 from kubetune.api.common import parse_quantity
 from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.evaluation import Evaluator
-from kubetune.records import ClusterView, PolicyRecord, WorkloadRecord
+from kubetune.records import ClusterView, PolicyRecord, WorkloadRecord, encode_status
 from kubetune.kube import Kube, KubeError, load_api_client
 from kubetune.leadership import AlwaysLeading, ElectionTiming, ShardedLeadership
 from kubetune.metrics import OperatorMetrics
@@ -60,7 +60,7 @@ def policy_index(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf
         parsed, error = None, spec_error(e)
     return {(meta["namespace"], meta["name"]): PolicyRecord(
         namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
-        created=meta.get("creationTimestamp", ""), spec=parsed, spec_error=error, status=dict(status))}
+        created=meta.get("creationTimestamp", ""), spec=parsed, spec_error=error, status_json=encode_status(status))}
 
 
 def _workload_record(kind: str, body: kopf.Body) -> dict[WorkloadRef, WorkloadRecord]:

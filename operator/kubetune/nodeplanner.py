@@ -288,7 +288,7 @@ class NodePlanner:
             return
         # Written, and the index still shows the status as it was before the write: the watch lags.
         # A different status without the condition means another write replaced it: apply again.
-        if self.sent.get(key) == (said(desired), policy.status):
+        if self.sent.get(key) == (said(desired), policy.status_json):
             return
         try:
             await asyncio.to_thread(self.kube.apply_policy_condition, policy.namespace, policy.name, desired,
@@ -296,7 +296,7 @@ class NodePlanner:
         except KubeError as e:
             log.warning("PerformancePolicy %s/%s: %s", policy.namespace, policy.name, e)
             return
-        self.sent[key] = (said(desired), policy.status)
+        self.sent[key] = (said(desired), policy.status_json)
         before = self.announced.get(key, said(observed))
         self.announced[key] = said(desired)
         if event_type := process_tuning_event(before, said(desired)):

@@ -15,7 +15,9 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Callable, Collection, Iterable, Mapping
 
-from kubetune.decisions import ContainerSignals, WorkloadSignals
+import numpy as np
+
+from kubetune.decisions import ContainerSignals, Series, WorkloadSignals
 from kubetune.history import WorkloadHistory
 from kubetune.promql import WORKLOAD_CPU_SERIES, histogram_quantile, request_query_name
 from kubetune.prometheus import Samples
@@ -73,17 +75,15 @@ def _key(containers: tuple[ContainerResources, ...]) -> tuple:
     return tuple((c.name, tuple(sorted(c.requests.items())), tuple(sorted(c.limits.items()))) for c in containers)
 
 
-def _mean_right_aligned(series: list[tuple[float, ...]]) -> tuple[float, ...]:
+def _mean_right_aligned(series: list[np.ndarray]) -> np.ndarray:
     """The mean over pods per step, aligned on the newest sample (a new pod has a shorter series;
     subquery steps are aligned to absolute time, so the newest samples coincide)."""
     if not series:
-        return ()
-    longest = max(len(s) for s in series)
-    out = []
-    for back in range(longest, 0, -1):
-        present = [s[-back] for s in series if len(s) >= back]
-        out.append(fmean(present))
-    return tuple(out)
+        return np.empty(0)
+    rows = np.full((len(series), max(s.size for s in series)), np.nan)
+    for row, s in zip(rows, series):
+        row[row.size - s.size:] = s
+    return np.nanmean(rows, axis=0)
 
 
 def pods_total(samples: Samples, namespace: str, pods: list[str]) -> float | None:
@@ -127,8 +127,8 @@ def workload_signals(results: Mapping[str, Samples], namespace: str, pods: list[
             if found:
                 history[query] = sum(found) if query == "oom_kills" else max(found)
         throttling, faults = values("cpu_throttling"), values("major_faults")
-        def series(query: str) -> tuple[float, ...]:
-            return _mean_right_aligned([v for v in values(query) if isinstance(v, tuple) and v])
+        def series(query: str) -> Series:
+            return _mean_right_aligned([v for v in values(query) if isinstance(v, np.ndarray) and v.size])
 
         containers.append(ContainerSignals(
             name=res.name, requests=res.requests, limits=res.limits, usage=usage, sustained=sustained,
@@ -161,7 +161,7 @@ def with_workload_series(signals: WorkloadSignals, results: Mapping[str, Samples
     for c in signals.containers:
         changes = {}
         series = found.get((namespace, workload, c.name))
-        if isinstance(series, tuple) and series:
+        if isinstance(series, np.ndarray) and series.size:
             changes["cpu_series"] = series[warmup_points:] if len(series) < full_points else series
         if history is not None:
             changes["cpu_history"] = history.get("cpu", namespace, workload, c.name)

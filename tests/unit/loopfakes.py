@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from kubetune.api.common import parse_quantity
 from kubetune.api.performancepolicy import PerformancePolicySpec
 from kubetune.kube import KubeError
@@ -78,7 +80,9 @@ class FakePrometheus:
         if self.down:
             raise PrometheusUnavailable("query cpu failed: connection refused")
         self.asked += [q.expr for q in queries]
-        return {q.name: dict(self.batch.get(q.name, {})) for q in queries}, QueryStats(queries=len(queries))
+        # Range answers (given as tuples here) as Prometheus.fetch returns them: float64 arrays.
+        return {q.name: {k: np.array(v, dtype=np.float64) if isinstance(v, tuple) else v
+                         for k, v in self.batch.get(q.name, {}).items()} for q in queries}, QueryStats(queries=len(queries))
 
     def range_series(self, expr: str, start: float, end: float, step: float) -> list[dict]:
         if self.down:

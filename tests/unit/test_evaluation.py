@@ -14,7 +14,7 @@ from kubetune.evaluation import Evaluator
 from kubetune.kube import KubeError
 from kubetune.metrics import OperatorMetrics
 from kubetune.reasons import ConditionType, Reason
-from kubetune.records import parse_status
+from kubetune.records import encode_status, parse_status
 from kubetune.settings import OperatorSettings
 from tests.unit.loopfakes import (
     MI,
@@ -48,7 +48,7 @@ async def evaluate(p, prom, *, pods=None, kube=None, at=NOW, conflict_with=None,
 
 
 def status(kube: FakeKube):
-    return parse_status(kube.status)
+    return parse_status(encode_status(kube.status))
 
 
 def cond(kube: FakeKube, type_: ConditionType):

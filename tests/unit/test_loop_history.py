@@ -16,7 +16,7 @@ from kubetune.history import FILL_CHUNK_STEPS
 from kubetune.metrics import OperatorMetrics
 from kubetune.prometheus import PrometheusUnavailable
 from kubetune.reasons import ConditionType
-from kubetune.records import parse_status
+from kubetune.records import encode_status, parse_status
 from kubetune.settings import OperatorSettings
 from tests.unit.loopfakes import APP, NOW, NS, FakeKube, FakePrometheus, cpu_batch, pod, policy, spec, view
 
@@ -64,7 +64,7 @@ async def anomaly_condition(matrices, recent: tuple[float, ...]):
     ev = evaluator(prom, kube, [NOW])
     p = policy(body)
     await ev.evaluate(p, view(p, [pod(n) for n in PODS]), await ev._fetch([p], 0.0))
-    return next(c for c in parse_status(kube.status).conditions if c.type == ConditionType.ANOMALY_DETECTED.value)
+    return next(c for c in parse_status(encode_status(kube.status)).conditions if c.type == ConditionType.ANOMALY_DETECTED.value)
 
 
 def failing(start, end, step):
@@ -159,7 +159,7 @@ async def test_forecaster_reads_the_workload_hour_and_predicts_the_crossing():
     p = policy(body)
     await ev.evaluate(p, view(p, [pod(n) for n in PODS]), await ev._fetch([p], 0.0))
     assert any("avg by (namespace, workload, container)" in q and "[1h:15s]" in q for q in prom.asked)
-    last = parse_status(kube.status).last_action
+    last = parse_status(encode_status(kube.status)).last_action
     assert last is not None and last.rule == "high-load" and any("(predicted)" in e for e in last.evidence)
     assert kube.of("resize")
 
@@ -184,12 +184,13 @@ async def test_the_forecasters_hour_is_asked_once_a_minute_and_its_failure_does_
     ev = evaluator(prom, FakeKube(), [NOW])
     p = policy(spec(prediction={"enabled": True, "horizon": "15m"}))
     hour_asked = lambda: sum("[1h:15s]" in q for q in prom.asked)
-    assert (await ev._fetch([p], 0.0)).results["series:cpu:workload"] == {(NS, APP, "app"): hour}
+    answered = lambda batch: {k: tuple(v) for k, v in batch.results["series:cpu:workload"].items()}
+    assert answered(await ev._fetch([p], 0.0)) == {(NS, APP, "app"): hour}
     assert (await ev._fetch([p], 30.0)).results["series:cpu:workload"] and hour_asked() == 1
     prom.hour_down = True
     after = await ev._fetch([p], 61.0)
     assert after.error is None and after.results["cpu"], "the cycle has its answers"
-    assert after.results["series:cpu:workload"] == {(NS, APP, "app"): hour}, "the last hour serves"
+    assert answered(after) == {(NS, APP, "app"): hour}, "the last hour serves"
     prom.hour_down = False
     await ev._fetch([p], 90.0)
     assert hour_asked() == 1, "a failed hour is not asked again within the minute"
@@ -230,7 +231,7 @@ async def test_latency_and_error_rate_are_judged_on_their_workload_history():
     latency = [q for q, *_ in prom.range_queries if "histogram_quantile(0.95, sum by (namespace, workload, le)" in q]
     assert latency and all("kubetune:pod_workload:owner" in q for q in latency)
     await ev.evaluate(p, view(p, [pod(n) for n in PODS]), batch)
-    c = next(c for c in parse_status(kube.status).conditions if c.type == ConditionType.ANOMALY_DETECTED.value)
+    c = next(c for c in parse_status(encode_status(kube.status)).conditions if c.type == ConditionType.ANOMALY_DETECTED.value)
     # The recent latency series alone is flat at 400 ms: only its eight days say the last hour is unusual.
     assert c.status.value == "True" and "latencyP95Ms 4" in c.message and "errorRatePercent 3" in c.message, c.message
     assert "cpuUtilization" not in c.message

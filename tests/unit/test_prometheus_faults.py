@@ -21,7 +21,7 @@ from kubetune.metrics import OperatorMetrics
 from kubetune.prometheus import MAX_WORKLOAD_SERIES, Prometheus, PrometheusUnavailable
 from kubetune.promql import PromQuery, memory_working_set
 from kubetune.reasons import ConditionType, Reason
-from kubetune.records import parse_status
+from kubetune.records import encode_status, parse_status
 from kubetune.settings import OperatorSettings
 from tests.unit.loopfakes import NOW, FakeKube, pod, policy, view
 from tests.waiting import wait_for
@@ -162,7 +162,7 @@ def test_bad_samples_are_skipped_never_a_value(fake, patient, body, samples, sca
 def test_nan_and_inf_points_of_a_range_are_skipped(fake, patient):
     fake.answer = (200, "application/json", matrix("0.1", "NaN", "+Inf", "0.3", "-Inf"), 0.0)
     results, _ = patient.fetch([PromQuery("series:cpu", "x[5m:15s]")])
-    assert results["series:cpu"] == {("shop", "web-0", "app"): (0.1, 0.3)}
+    assert {k: v.tolist() for k, v in results["series:cpu"].items()} == {("shop", "web-0", "app"): [0.1, 0.3]}
     assert [v for _, v in patient.series("x", 1.7e9)] == [0.1, 0.3]
 
 
@@ -209,7 +209,7 @@ async def test_the_cycle_survives_with_a_condition_and_changes_nothing(fake, pat
     p = policy()
     evaluator = Evaluator(patient.settings, patient, kube, OperatorMetrics(), clock=lambda: NOW)
     await evaluator.cycle(view(p, [pod("web-0"), pod("web-1")]))
-    ready = next(c for c in parse_status(kube.status).conditions if c.type == ConditionType.METRICS_AVAILABLE.value)
+    ready = next(c for c in parse_status(encode_status(kube.status)).conditions if c.type == ConditionType.METRICS_AVAILABLE.value)
     assert (ready.status.value, ready.reason) == ("False", reason.value) and why in ready.message, ready.message
     assert not kube.of("resize") and not kube.of("template")
 
