@@ -32,6 +32,7 @@ from kubetune.kube import Kube, KubeError
 from kubetune.loops import run_every
 from kubetune.metrics import OperatorMetrics
 from kubetune.predictions import AnalysisCache, Insights, analyse
+from kubetune.memory import release_freed_memory
 from kubetune.prometheus import Prometheus, PrometheusUnavailable, Samples
 from kubetune.promql import WORKLOAD_CPU_SERIES, QueryPlan, cycle_queries, workload_cpu_series
 from kubetune.reasons import ConditionType, Reason
@@ -188,6 +189,8 @@ class Evaluator:
         await asyncio.gather(*(one(p) for p in due))
         self.recent_cycles.append(time.monotonic() - clock)
         self.metrics.cycle_seconds.observe(time.perf_counter() - start)
+        del batch
+        await asyncio.to_thread(release_freed_memory)
         return True
 
     async def _fetch(self, due: list[PolicyRecord], clock: float) -> Batch:

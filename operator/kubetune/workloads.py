@@ -8,6 +8,8 @@ thousands of pods: a record is a few names and four numbers per container.
 from __future__ import annotations
 
 import math
+import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -49,18 +51,33 @@ def _amounts(section: Mapping[str, Any] | None) -> dict[str, float]:
     return {r: float(parse_quantity(section[r])) for r in RESOURCES if section.get(r) is not None}
 
 
+# The pods of a workload run the same containers: one record per distinct (name, requests, limits),
+# shared while some pod or template holds it. Records are frozen and their mappings never changed.
+_CONTAINERS: weakref.WeakValueDictionary[tuple, ContainerResources] = weakref.WeakValueDictionary()
+
+
+def _shared(name: str, requests: dict[str, float], limits: dict[str, float]) -> ContainerResources:
+    key = (name, tuple(requests.items()), tuple(limits.items()))
+    found = _CONTAINERS.get(key)
+    if found is None:
+        found = _CONTAINERS[key] = ContainerResources(sys.intern(name), requests, limits)
+    return found
+
+
 def container_resources(containers: list[Mapping[str, Any]]) -> tuple[ContainerResources, ...]:
-    return tuple(ContainerResources(c["name"], _amounts((c.get("resources") or {}).get("requests")),
-                                    _amounts((c.get("resources") or {}).get("limits"))) for c in containers)
+    return tuple(_shared(c["name"], _amounts((c.get("resources") or {}).get("requests")),
+                         _amounts((c.get("resources") or {}).get("limits"))) for c in containers)
 
 
 def pod_record(pod: Mapping[str, Any]) -> PodRecord:
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     pending = conditions.get("PodResizePending")
+    node, phase = spec.get("nodeName"), status.get("phase")
+    # Interned: 10,000 pods name a few namespaces, nodes and phases (one string each, not one a pod).
     return PodRecord(
-        namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", ""), node=spec.get("nodeName"),
-        phase=status.get("phase"), containers=container_resources(spec.get("containers") or []),
+        namespace=sys.intern(meta["namespace"]), name=meta["name"], uid=meta.get("uid", ""),
+        node=sys.intern(node) if node else node, phase=sys.intern(phase) if phase else phase, containers=container_resources(spec.get("containers") or []),
         resize_pending=(pending.get("reason") or "Pending") if pending and pending.get("status") == "True" else None,
         resize_in_progress=conditions.get("PodResizeInProgress", {}).get("status") == "True",
     )
