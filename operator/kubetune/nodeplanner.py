@@ -166,6 +166,8 @@ def process_tuning_update(policy: PolicyRecord, result: Resolution, now: datetim
     """(the ProcessTuning condition the policy should carry, the one it carries), as wire dicts; None =
     none. A policy that no longer asks for process tuning loses the condition."""
     ref = f"PerformancePolicy/{policy.namespace}/{policy.name}"
+    if ref not in result.requested and not policy.mentions(ConditionType.PROCESS_TUNING.value):
+        return None, None  # neither asks for it nor carries it: the status need not be parsed
     current = condition(policy.status, ConditionType.PROCESS_TUNING)
     observed = current.to_dict() if current else None
     if ref not in result.requested:

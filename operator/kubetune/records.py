@@ -68,6 +68,11 @@ class PolicyRecord:
     def status(self) -> PerformancePolicyStatus:
         return parse_status(self.status_json)
 
+    def mentions(self, text: str) -> bool:
+        """Whether `text` occurs anywhere in the status: a test that needs no parsing, for passes over
+        every policy (a "yes" where it is only in a message costs a parse, nothing else)."""
+        return text.encode() in self.status_json
+
     @property
     def key(self) -> tuple[str, str]:
         return self.namespace, self.name

@@ -93,7 +93,7 @@ def cycle_seconds(policies: int, *, with_history: bool) -> tuple[float, float]:
     evaluator = Evaluator(OperatorSettings(), prom, FakeKube(), OperatorMetrics(), clock=lambda: clock[0])
 
     def one() -> float:
-        view.policies = [replace(p, status_json=evaluator.kube.by_policy.get(p.key, p.status)) for p in view.policies]
+        view.policies = [replace(p, status_json=evaluator.kube.by_policy.get(p.key, p.status_json)) for p in view.policies]
         evaluator.last_run.clear()
         started = time.perf_counter()
         asyncio.run(evaluator.cycle(view))

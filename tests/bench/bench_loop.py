@@ -74,7 +74,7 @@ def scenario(policies: int) -> tuple[ClusterView, FakePrometheus]:
 def one_cycle(evaluator: Evaluator, view: ClusterView, new_series: bool = False) -> float:
     # As the index would after the watch events: each policy carries the status last written.
     statuses = evaluator.kube.by_policy
-    view.policies = [replace(p, status_json=statuses.get(p.key, p.status)) for p in view.policies]
+    view.policies = [replace(p, status_json=statuses.get(p.key, p.status_json)) for p in view.policies]
     evaluator.last_run.clear()  # every policy due
     if new_series:  # as if every series had gained a point since the last cycle: nothing analysed is reused
         evaluator.analysis_cache = AnalysisCache()

@@ -39,3 +39,9 @@ def test_an_unreadable_status_reads_as_empty_and_does_not_stop_the_policy():
 
 def test_no_status_yet_is_the_empty_status():
     assert policy().status == EMPTY_STATUS and policy().past_actions() == ()
+
+
+def test_mentions_answers_without_parsing_and_never_misses_what_the_status_holds():
+    record = policy(status=WRITTEN)
+    assert record.mentions("Ready") and record.mentions("NoRuleFired")
+    assert not record.mentions("ProcessTuning") and not policy().mentions("Ready")
