@@ -15,7 +15,9 @@ pods each (the template names the node, so the scheduler is not the bottleneck).
 
 Figures, each printed next to its target; nothing is asserted on time:
 - cycle time: `kubetune_evaluation_cycle_duration_seconds` from the operator's /metrics (sum/count
-  delta over the phase, and the largest bucket any cycle fell in);
+  delta over the phase, and the largest bucket any cycle fell in); the 1,000-policy window starts once
+  the cycle of the 900 new policies' first evaluations has ended (a mass apply's warm-up: how long it
+  took is printed on its own line);
 - RSS: VmRSS (and VmHWM) of the operator process;
 - Prometheus queries per cycle: `kubetune_prometheus_queries_total` delta / cycle count delta, with
   a tenth of the policies and with all of them (constant is the target);
@@ -442,10 +444,18 @@ def test_operator_at_scale(bench_cluster, crds, prometheus, tmp_path):
         log(f"measuring {small} policies for {MEASURE:.0f} s")
         report += Phase("phase 1", small).measure(cluster, operator, MEASURE).report()
 
+        applied = time.monotonic()
         apply_list(cluster, [policy(i) for i in range(small, POLICIES)])
         evaluations = total(operator.metrics(), "kubetune_policy_evaluations_total")
         wait_for("every policy evaluated once", lambda: total(operator.metrics(), "kubetune_policy_evaluations_total")
-                 >= evaluations + POLICIES, timeout=300)
+                 >= evaluations + POLICIES, timeout=600)
+        # The cycle of the new policies' first evaluations (a status and an Event each) is a mass apply's
+        # warm-up, not the steady cycle the budget is for: it ends before the window starts, and is
+        # reported on its own line.
+        in_progress = cycles()
+        wait_for("the cycle in progress to end", lambda: cycles() > in_progress, timeout=600, every=0.2)
+        report.append(f"new policies: {POLICIES - small} applied at once, all evaluated and the cycle ended "
+                      f"{time.monotonic() - applied:.1f} s after the apply")
         log(f"measuring {POLICIES} policies for {MEASURE:.0f} s")
         report += Phase("phase 2", POLICIES).measure(cluster, operator, MEASURE).report()
 
