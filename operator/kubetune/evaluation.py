@@ -189,7 +189,7 @@ class Evaluator:
         await asyncio.gather(*(one(p) for p in due))
         self.recent_cycles.append(time.monotonic() - clock)
         self.metrics.cycle_seconds.observe(time.perf_counter() - start)
-        del batch
+        del batch  # the cycle's answers: freed before the heap is trimmed
         await asyncio.to_thread(release_freed_memory)
         return True
 

@@ -25,13 +25,11 @@ EMPTY_STATUS = PerformancePolicyStatus()
 PARSED_STATUSES = 128
 
 
-def encode_status(raw: Mapping[str, Any] | PerformancePolicyStatus | bytes | None) -> bytes:
+def encode_status(raw: Mapping[str, Any] | bytes | None) -> bytes:
     """A policy's status as compact JSON: what the index keeps (1.8 KiB a policy where the parsed model
     took 14: issue 12's RSS budget at 1,000 policies)."""
     if isinstance(raw, bytes):
         return raw
-    if isinstance(raw, PerformancePolicyStatus):
-        return raw.model_dump_json(by_alias=True, exclude_none=True).encode()
     return json.dumps(dict(raw or {}), separators=(",", ":")).encode()
 
 
@@ -50,7 +48,7 @@ def parse_status(raw: bytes) -> PerformancePolicyStatus:
 class PolicyRecord:
     """What the index keeps of a PerformancePolicy: its spec parsed (or why it could not be), and its
     status as compact JSON (`status` parses it: the typed model the operator writes). The status may be
-    given as the API server holds it, or as the model."""
+    given as the API server holds it (a mapping) or already encoded."""
 
     namespace: str
     name: str

@@ -21,7 +21,7 @@ from kubetune.decisions import ContainerSignals, Series, WorkloadSignals
 from kubetune.history import WorkloadHistory
 from kubetune.promql import WORKLOAD_CPU_SERIES, histogram_quantile, request_query_name
 from kubetune.prometheus import Samples
-from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef
+from kubetune.workloads import ContainerResources, PodRecord, WorkloadRef, resources_key
 
 HISTORY_QUERIES = ("cpu_p50", "cpu_p90", "cpu_peak", "memory_peak", "oom_kills")
 
@@ -72,7 +72,7 @@ def current_resources(pods: Iterable[PodRecord], template: tuple[ContainerResour
 
 
 def _key(containers: tuple[ContainerResources, ...]) -> tuple:
-    return tuple((c.name, tuple(sorted(c.requests.items())), tuple(sorted(c.limits.items()))) for c in containers)
+    return tuple(resources_key(c) for c in containers)
 
 
 def _mean_right_aligned(series: list[np.ndarray]) -> np.ndarray:

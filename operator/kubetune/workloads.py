@@ -56,17 +56,19 @@ def _amounts(section: Mapping[str, Any] | None) -> dict[str, float]:
 _CONTAINERS: weakref.WeakValueDictionary[tuple, ContainerResources] = weakref.WeakValueDictionary()
 
 
-def _shared(name: str, requests: dict[str, float], limits: dict[str, float]) -> ContainerResources:
-    key = (name, tuple(requests.items()), tuple(limits.items()))
-    found = _CONTAINERS.get(key)
-    if found is None:
-        found = _CONTAINERS[key] = ContainerResources(sys.intern(name), requests, limits)
-    return found
+def resources_key(c: ContainerResources) -> tuple:
+    """What makes two containers' resources the same: the name, the requests and the limits."""
+    return c.name, tuple(sorted(c.requests.items())), tuple(sorted(c.limits.items()))
+
+
+def _shared(c: ContainerResources) -> ContainerResources:
+    return _CONTAINERS.setdefault(resources_key(c), c)
 
 
 def container_resources(containers: list[Mapping[str, Any]]) -> tuple[ContainerResources, ...]:
-    return tuple(_shared(c["name"], _amounts((c.get("resources") or {}).get("requests")),
-                         _amounts((c.get("resources") or {}).get("limits"))) for c in containers)
+    return tuple(_shared(ContainerResources(sys.intern(c["name"]), _amounts((c.get("resources") or {}).get("requests")),
+                                            _amounts((c.get("resources") or {}).get("limits"))))
+                 for c in containers)
 
 
 def pod_record(pod: Mapping[str, Any]) -> PodRecord:
@@ -77,7 +79,8 @@ def pod_record(pod: Mapping[str, Any]) -> PodRecord:
     # Interned: 10,000 pods name a few namespaces, nodes and phases (one string each, not one a pod).
     return PodRecord(
         namespace=sys.intern(meta["namespace"]), name=meta["name"], uid=meta.get("uid", ""),
-        node=sys.intern(node) if node else node, phase=sys.intern(phase) if phase else phase, containers=container_resources(spec.get("containers") or []),
+        node=sys.intern(node) if node else node, phase=sys.intern(phase) if phase else phase,
+        containers=container_resources(spec.get("containers") or []),
         resize_pending=(pending.get("reason") or "Pending") if pending and pending.get("status") == "True" else None,
         resize_in_progress=conditions.get("PodResizeInProgress", {}).get("status") == "True",
     )
